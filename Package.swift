@@ -1,0 +1,46 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Cluster",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "cluster-conformance", targets: ["cluster-conformance"]),
+        .library(name: "ClusterSpec", targets: ["ClusterSpec"]),
+        .library(name: "ClusterConformance", targets: ["ClusterConformance"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // libyaml from the system (Debian: libyaml-dev).
+        .systemLibrary(
+            name: "CYAML",
+            pkgConfig: "yaml-0.1",
+            providers: [.apt(["libyaml-dev"])]
+        ),
+        // The few libc pieces Swift cannot import: wait-status macros, spawn
+        // close-from, process groups.
+        .target(name: "CSupport"),
+        .target(name: "ClusterSpec", dependencies: ["CYAML"]),
+        .target(name: "ClusterConformance", dependencies: ["ClusterSpec", "CSupport"]),
+        .executableTarget(
+            name: "cluster-conformance",
+            dependencies: [
+                "ClusterConformance",
+                "ClusterSpec",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "ClusterSpecTests",
+            dependencies: ["ClusterSpec"],
+            resources: [.copy("LintCases")]
+        ),
+        .testTarget(
+            name: "ClusterConformanceTests",
+            dependencies: ["ClusterConformance", "ClusterSpec"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)
