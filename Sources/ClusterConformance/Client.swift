@@ -1,0 +1,178 @@
+import ClusterSpec
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where the runner connects, resolved from the log or the spec.
+enum Endpoint: Sendable {
+    case tcp(host: String, port: Int)
+    case unix(path: String)
+    case udp(host: String, port: Int)
+
+    var transport: String {
+        switch self {
+        case .tcp: "tcp"
+        case .unix: "unix"
+        case .udp: "udp"
+        }
+    }
+}
+
+/// What happened to one client connection or datagram.
+enum ClientResult {
+    /// A worker answered; `fd` is the still-open connection (TCP/Unix) when it was kept.
+    case served(worker: JSONValue, echo: String?, fd: Int32?)
+    /// The connection could not be made.
+    case refused(code: String)
+    /// Connected, but no complete answer came.
+    case unanswered(code: String)
+}
+
+/// The runner acting as the client of the implementation's servers (protocol §6).
+enum Client {
+    /// Opens a TCP or Unix connection and waits for it to complete.
+    static func connect(_ endpoint: Endpoint, until deadline: ContinuousClock.Instant) -> Result<Int32, SystemError> {
+        let address: SocketAddress?
+        switch endpoint {
+        case .tcp(let host, let port), .udp(let host, let port): address = SocketAddress(host: host, port: port)
+        case .unix(let path): address = SocketAddress(path: path)
+        }
+        guard let address else { return .failure(SystemError("connect", errno: EINVAL)) }
+        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { return .failure(SystemError("socket")) }
+        let rc = address.withSockaddr { Glibc.connect(fd, $0, $1) }
+        if rc != 0 {
+            if errno != EINPROGRESS && errno != EAGAIN {
+                let e = SystemError("connect")
+                close(fd)
+                return .failure(e)
+            }
+            guard waitFor(fd, events: Int16(POLLOUT), until: deadline) else {
+                close(fd)
+                return .failure(SystemError("connect", errno: ETIMEDOUT))
+            }
+            var err: Int32 = 0
+            var len = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len)
+            if err != 0 {
+                close(fd)
+                return .failure(SystemError("connect", errno: err))
+            }
+        }
+        return .success(fd)
+    }
+
+    /// Sends `payload` (if any), then reads the identification line and the echo of the payload.
+    static func converse(_ fd: Int32, send payload: String?, until deadline: ContinuousClock.Instant) -> ClientResult {
+        if let payload, !payload.isEmpty {
+            do { try writeAll(fd, Array(payload.utf8)) } catch { return .unanswered(code: error.code) }
+        }
+        var received: [UInt8] = []
+        let echoBytes = payload?.utf8.count ?? 0
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            if let nl = received.firstIndex(of: UInt8(ascii: "\n")), received.count - nl - 1 >= echoBytes {
+                let line = String(decoding: received[..<nl], as: UTF8.self)
+                guard let answer = try? JSONValue.parse(line), let worker = answer["worker"] else {
+                    return .unanswered(code: "EPROTO")
+                }
+                let echo = echoBytes > 0 ? String(decoding: received[(nl + 1)..<(nl + 1 + echoBytes)], as: UTF8.self) : nil
+                return .served(worker: worker, echo: echo, fd: fd)
+            }
+            guard waitReadable(fd, until: deadline) else { return .unanswered(code: "ETIMEDOUT") }
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
+                return .unanswered(code: errnoName(errno))
+            }
+            if n == 0 { return .unanswered(code: "EOF") }
+            received.append(contentsOf: buffer[0..<n])
+            if received.count > 1 << 16 { return .unanswered(code: "EPROTO") }
+        }
+    }
+
+    /// Sends `count` datagrams and collects the answers until all came or the deadline passed.
+    static func datagrams(to host: String, port: Int, count: Int, payload: String,
+                          until deadline: ContinuousClock.Instant) -> Result<[ClientResult], SystemError> {
+        guard let address = SocketAddress(host: host, port: port) else { return .failure(SystemError("sendto", errno: EINVAL)) }
+        let fd = socket(address.family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { return .failure(SystemError("socket")) }
+        defer { close(fd) }
+        let bytes = Array(payload.utf8)
+        for _ in 0..<count {
+            let n = address.withSockaddr { a, l in bytes.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, 0, a, l) } }
+            if n < 0 { return .failure(SystemError("sendto")) }
+        }
+        var results: [ClientResult] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while results.count < count, waitReadable(fd, until: deadline) {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
+                results.append(.unanswered(code: errnoName(errno)))
+                continue
+            }
+            let text = String(decoding: buffer[0..<n], as: UTF8.self)
+            if let answer = try? JSONValue.parse(text), let worker = answer["worker"] {
+                results.append(.served(worker: worker, echo: answer["echo"]?.stringValue, fd: nil))
+            } else {
+                results.append(.unanswered(code: "EPROTO"))
+            }
+        }
+        while results.count < count { results.append(.unanswered(code: "ETIMEDOUT")) }
+        return .success(results)
+    }
+
+    /// Ends a connection politely (FIN), then closes it.
+    static func finish(_ fd: Int32) {
+        shutdown(fd, Int32(SHUT_WR))
+        close(fd)
+    }
+}
+
+/// Finds which processes hold a server's socket, from `/proc` (Linux).
+enum SocketProbe {
+    /// Socket inodes of listening TCP sockets on `port`, bound UDP sockets on `port`, or listening Unix
+    /// sockets at `path`.
+    static func inodes(transport: String, port: Int?, path: String?) -> Set<String> {
+        var result: Set<String> = []
+        if transport == "unix", let path {
+            guard let text = try? String(contentsOfFile: "/proc/net/unix", encoding: .utf8) else { return [] }
+            for line in text.split(separator: "\n").dropFirst() {
+                let f = line.split(separator: " ", omittingEmptySubsequences: true)
+                // Num RefCount Protocol Flags Type St Inode Path; flag 0x10000 is __SO_ACCEPTCON (listening).
+                if f.count >= 8, String(f[7]) == path, let flags = Int(f[3], radix: 16), flags & 0x10000 != 0 {
+                    result.insert(String(f[6]))
+                }
+            }
+            return result
+        }
+        guard let port else { return [] }
+        let files = transport == "udp" ? ["/proc/net/udp", "/proc/net/udp6"] : ["/proc/net/tcp", "/proc/net/tcp6"]
+        for file in files {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n").dropFirst() {
+                let f = line.split(separator: " ", omittingEmptySubsequences: true)
+                // sl local_address rem_address st tx:rx tr:tm retrnsmt uid timeout inode
+                guard f.count >= 10, let colon = f[1].lastIndex(of: ":"),
+                      let p = Int(f[1][f[1].index(after: colon)...], radix: 16), p == port else { continue }
+                if transport == "udp" || f[3] == "0A" { result.insert(String(f[9])) }
+            }
+        }
+        return result
+    }
+
+    /// Whether process `pid` has a descriptor on one of these socket inodes.
+    static func holds(_ pid: Int32, _ inodes: Set<String>) -> Bool {
+        let dir = "/proc/\(pid)/fd"
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return false }
+        for entry in entries {
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + entry),
+                  target.hasPrefix("socket:[") else { continue }
+            if inodes.contains(String(target.dropFirst(8).dropLast())) { return true }
+        }
+        return false
+    }
+}

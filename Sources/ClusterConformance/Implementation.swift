@@ -1,0 +1,117 @@
+import ClusterSpec
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An implementation under test: how to start its fixture and how it names the neutral set-up knobs
+/// (`fixtures/<name>/implementation.yaml`, protocol §9).
+public struct Implementation: Sendable {
+    /// The `--impl` name.
+    public var name: String
+    /// One line about it.
+    public var description: String?
+    /// The fixture's argv, with paths resolved.
+    public var command: [String]
+    /// The environment variable that selects the scheduling policy.
+    public var policyEnv: String?
+    /// The environment variable that selects a simulated platform.
+    public var platformEnv: String?
+
+    /// An implementation given as a bare command (`--impl-command`).
+    public init(command: [String], name: String = "command") {
+        self.name = name
+        self.command = command
+    }
+
+    /// Loads `implementation.yaml` from `directory`.
+    public static func load(directory: String) throws(ImplementationError) -> Implementation {
+        let file = (directory as NSString).appendingPathComponent("implementation.yaml")
+        guard let data = FileManager.default.contents(atPath: file), let text = String(validating: Array(data), as: UTF8.self) else {
+            throw ImplementationError("cannot read \(file)")
+        }
+        let root: YAMLNode?
+        do { root = try YAMLDocument.parse(text) } catch { throw ImplementationError("\(file):\(error)") }
+        guard let root, case .mapping(let pairs) = root.content else { throw ImplementationError("\(file):1:1: must be a mapping") }
+        var fields: [String: YAMLNode] = [:]
+        for p in pairs {
+            guard case .scalar(let k, _) = p.key.content else { continue }
+            guard ["name", "description", "command", "policyEnv", "platformEnv"].contains(k) else {
+                throw ImplementationError("\(file):\(p.key.mark): unknown key '\(k)'")
+            }
+            fields[k] = p.value
+        }
+        func field(_ key: String) -> String? {
+            if case .scalar(let s, _)? = fields[key]?.content { return s }
+            return nil
+        }
+        guard let name = field("name") else { throw ImplementationError("\(file): missing 'name'") }
+        guard case .sequence(let items)? = fields["command"]?.content, !items.isEmpty else {
+            throw ImplementationError("\(file): 'command' must be a non-empty list")
+        }
+        let argv: [String] = items.compactMap { if case .scalar(let s, _) = $0.content { return s } else { return nil } }
+        var impl = Implementation(command: argv.map { resolve($0, in: directory) }, name: name)
+        impl.description = field("description")
+        impl.policyEnv = field("policyEnv")
+        impl.platformEnv = field("platformEnv")
+        return impl
+    }
+
+    /// A relative path that names a file of the descriptor's directory becomes absolute; a bare program
+    /// name that is not such a file is left for PATH lookup.
+    static func resolve(_ arg: String, in directory: String) -> String {
+        if arg.hasPrefix("/") { return arg }
+        let candidate = URL(fileURLWithPath: directory).appendingPathComponent(arg).standardizedFileURL.path
+        if arg.contains("/") || FileManager.default.fileExists(atPath: candidate) { return candidate }
+        return arg
+    }
+
+    /// Finds `fixtures/<name>/` by looking in `fixturesDirectory`.
+    public static func named(_ name: String, fixturesDirectory: String) throws(ImplementationError) -> Implementation {
+        let dir = (fixturesDirectory as NSString).appendingPathComponent(name)
+        guard FileManager.default.fileExists(atPath: (dir as NSString).appendingPathComponent("implementation.yaml")) else {
+            let known = (try? FileManager.default.contentsOfDirectory(atPath: fixturesDirectory))?
+                .filter { FileManager.default.fileExists(atPath: "\(fixturesDirectory)/\($0)/implementation.yaml") }.sorted() ?? []
+            throw ImplementationError("no implementation '\(name)' in \(fixturesDirectory) (known: \(known.joined(separator: ", ")))")
+        }
+        return try load(directory: dir)
+    }
+}
+
+/// A descriptor that cannot be used.
+public struct ImplementationError: Error, Sendable, CustomStringConvertible {
+    /// What is wrong.
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// What an implementation said about itself in the handshake (protocol §2).
+public struct ImplementationInfo: Sendable {
+    /// Its name.
+    public var name: String
+    /// Its version.
+    public var version: String
+    /// The features it supports.
+    public var features: Set<String>
+}
+
+extension Implementation {
+    /// Starts the fixture once, performs the handshake and shuts it down, to learn its features.
+    public func probe(options: RunOptions) -> Result<ImplementationInfo, ImplementationError> {
+        let probe = Spec(id: "handshake", description: "handshake", refs: [], behaviours: [], features: [], from: nil,
+                         comment: nil, timeout: 10_000, setup: Setup(), steps: [], expect: [],
+                         location: SourceLocation(file: "(handshake)", mark: SourceMark(line: 1, column: 1)))
+        let result = SpecRun(spec: probe, implementation: self, options: options).run()
+        guard result.outcome == .pass, let hello = result.events.first(where: { $0["ev"] == .string("hello") }) else {
+            var message = "the implementation '\(name)' (\(command.joined(separator: " "))) failed the handshake: "
+                + result.messages.joined(separator: "; ")
+            if !result.stderrTail.isEmpty { message += "\nstderr:\n" + result.stderrTail.suffix(2000) }
+            return .failure(ImplementationError(message))
+        }
+        let impl = hello["implementation"]
+        let features = Set(hello["features"]?.arrayValue?.compactMap(\.stringValue) ?? [])
+        return .success(ImplementationInfo(name: impl?["name"]?.stringValue ?? name,
+                                           version: impl?["version"]?.stringValue ?? "?", features: features))
+    }
+}

@@ -1,0 +1,109 @@
+import ClusterSpec
+import Foundation
+import Synchronization
+
+/// Counts of outcomes over a run.
+public struct Summary: Sendable {
+    /// Specs in the run (before repetition).
+    public var specs = 0
+    /// How many times each spec ran.
+    public var repeats = 1
+    /// Results by outcome.
+    public var passed = 0, failed = 0, skipped = 0, errors = 0
+    /// Wall time of the whole run.
+    public var duration: Duration = .zero
+
+    mutating func count(_ o: Outcome) {
+        switch o {
+        case .pass: passed += 1
+        case .fail: failed += 1
+        case .skip: skipped += 1
+        case .error: errors += 1
+        }
+    }
+
+    /// The process exit code: 0 all as expected, 1 a spec failed, 3 the harness or implementation broke.
+    public var exitCode: Int32 { errors > 0 ? 3 : failed > 0 ? 1 : 0 }
+}
+
+/// Receives results as they complete. Calls are serialised by the runner.
+public protocol Reporter: Sendable {
+    /// The run is about to start.
+    func begin(implementation: ImplementationInfo, specs: Int, repeats: Int, jobs: Int)
+    /// One spec run ended (`iteration` counts from 1).
+    func result(_ result: SpecResult, iteration: Int)
+    /// The run ended.
+    func end(_ summary: Summary)
+}
+
+/// Runs specs against one implementation, several at a time, each in its own process group.
+public struct SuiteRunner: Sendable {
+    /// The implementation under test.
+    public var implementation: Implementation
+    /// What its handshake reported.
+    public var info: ImplementationInfo
+    /// Options for every spec.
+    public var options: RunOptions
+    /// Specs run at once.
+    public var jobs: Int
+    /// How many times each spec runs.
+    public var repeats: Int
+
+    /// A runner for this implementation.
+    public init(implementation: Implementation, info: ImplementationInfo, options: RunOptions, jobs: Int, repeats: Int) {
+        self.implementation = implementation
+        self.info = info
+        self.options = options
+        self.jobs = max(1, jobs)
+        self.repeats = max(1, repeats)
+    }
+
+    /// The skip reason when the implementation lacks a feature the spec needs.
+    public func skipReason(_ spec: Spec) -> String? {
+        let missing = spec.features.filter { !info.features.contains($0) }
+        return missing.isEmpty ? nil : "the implementation does not support: \(missing.joined(separator: ", "))"
+    }
+
+    /// Runs one spec once.
+    public func run(_ spec: Spec) -> SpecResult {
+        if let reason = skipReason(spec) {
+            return SpecResult(id: spec.id, location: spec.location, outcome: .skip, messages: [reason], logTail: [],
+                              stderrTail: "", duration: .zero, events: [])
+        }
+        return SpecRun(spec: spec, implementation: implementation, options: options).run()
+    }
+
+    /// Runs every spec `repeats` times with `jobs` in parallel and reports each result; returns the summary.
+    @discardableResult
+    public func run(_ specs: [Spec], reporter: any Reporter) -> Summary {
+        let started = ContinuousClock.now
+        reporter.begin(implementation: info, specs: specs.count, repeats: repeats, jobs: jobs)
+        let work = (1...repeats).flatMap { iteration in specs.map { (iteration, $0) } }
+        let next = Atomic<Int>(0)
+        let summary = Mutex(Summary())
+        let group = DispatchGroup()
+        for _ in 0..<min(jobs, max(1, work.count)) {
+            group.enter()
+            Thread.detachNewThread { [self] in
+                while true {
+                    let i = next.add(1, ordering: .sequentiallyConsistent).oldValue
+                    guard i < work.count else { break }
+                    let (iteration, spec) = work[i]
+                    let result = self.run(spec)
+                    summary.withLock { s in
+                        s.count(result.outcome)
+                        reporter.result(result, iteration: iteration)
+                    }
+                }
+                group.leave()
+            }
+        }
+        group.wait()
+        var final = summary.withLock { $0 }
+        final.specs = specs.count
+        final.repeats = repeats
+        final.duration = .now - started
+        reporter.end(final)
+        return final
+    }
+}

@@ -1,0 +1,233 @@
+import ArgumentParser
+import ClusterConformance
+import ClusterSpec
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct ClusterConformanceCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cluster-conformance",
+        abstract: "Runs the node:cluster behaviour specs against an implementation and judges what it does.",
+        discussion: """
+            Exit codes: 0 every result as expected; 1 a spec failed; 2 bad input (a spec or the command line);
+            3 the harness or the implementation broke (could not start, protocol violation).
+            """,
+        version: "1.0.0 (fixture protocol \(protocolVersion))",
+        subcommands: [Run.self, List.self, Lint.self],
+        defaultSubcommand: Run.self
+    )
+}
+
+/// Exit codes of the CLI.
+enum Exit {
+    static let badInput = ExitCode(2)
+    static let broken = ExitCode(3)
+}
+
+/// Where the suite lives: the current directory when it holds `Specs/`, else the package the executable
+/// was built from.
+enum Layout {
+    static func root() -> String {
+        let cwd = FileManager.default.currentDirectoryPath
+        if FileManager.default.fileExists(atPath: cwd + "/Specs/features.yaml") { return cwd }
+        var dir = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        while dir.path != "/" {
+            if FileManager.default.fileExists(atPath: dir.path + "/Specs/features.yaml") { return dir.path }
+            dir.deleteLastPathComponent()
+        }
+        return cwd
+    }
+
+    static var specs: String { root() + "/Specs" }
+    static var fixtures: String { root() + "/fixtures" }
+}
+
+/// Spec selection shared by `run`, `list` and `lint`.
+struct SpecSelection: ParsableArguments {
+    @Argument(help: "Spec files or directories (default: the suite's Specs/).")
+    var paths: [String] = []
+
+    @Option(name: .long, help: "Only specs whose id matches this glob (repeatable).")
+    var filter: [String] = []
+
+    @Option(name: .long, help: "Only specs that need this feature (repeatable).")
+    var feature: [String] = []
+
+    /// Loads the specs; prints problems and exits 2 when there are any.
+    func load() throws -> [Spec] {
+        let paths = self.paths.isEmpty ? [Layout.specs] : self.paths
+        guard let featuresFile = SpecLoader.locateFeatures(near: paths[0]) ?? SpecLoader.locateFeatures(near: Layout.specs) else {
+            printError("cluster-conformance: no \(SpecLoader.featuresFileName) found near \(paths[0])")
+            throw Exit.badInput
+        }
+        let features: [(name: String, description: String)]
+        do { features = try SpecLoader.readFeatures(at: featuresFile) } catch {
+            printError("\(error)")
+            throw Exit.badInput
+        }
+        let suite = SpecLoader(features: Set(features.map(\.name))).loadSuite(paths: paths)
+        if !suite.problems.isEmpty {
+            suite.problems.forEach { printError("\($0)") }
+            printError("\(suite.problems.count) problem\(suite.problems.count == 1 ? "" : "s") in \(Set(suite.problems.map(\.location.file)).count) of \(suite.files.count) files")
+            throw Exit.badInput
+        }
+        return suite.specs.filter { spec in
+            (filter.isEmpty || filter.contains { fnmatch($0, spec.id, 0) == 0 })
+                && (feature.isEmpty || feature.contains { spec.features.contains($0) })
+        }
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run specs against an implementation.")
+
+    @OptionGroup var selection: SpecSelection
+
+    @Option(name: .long, help: "The implementation: a directory name under fixtures/ (default: swift when present, else node).")
+    var impl: String?
+
+    @Option(name: .long, help: "Run this command as the implementation's fixture instead (quoted argv).")
+    var implCommand: String?
+
+    @Option(name: .long, help: "Specs run in parallel (default: the number of cores).")
+    var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(name: .long, help: "Multiply every time budget by this factor.")
+    var timeoutScale: Double = 1
+
+    @Option(name: .long, help: "Run each spec this many times.")
+    var `repeat`: Int = 1
+
+    @Option(name: .long, help: "Report format: human, tap, junit or jsonl.")
+    var format: String = "human"
+
+    @Option(name: .long, help: "Write the report to this file (a human summary still goes to standard output).")
+    var output: String?
+
+    @Flag(name: .long, help: "List every spec, not only those that did not pass.")
+    var verbose = false
+
+    func validate() throws {
+        guard ["human", "tap", "junit", "jsonl"].contains(format) else {
+            throw ValidationError("--format must be human, tap, junit or jsonl")
+        }
+        guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
+        guard `repeat` >= 1 else { throw ValidationError("--repeat must be at least 1") }
+        guard timeoutScale > 0 else { throw ValidationError("--timeout-scale must be positive") }
+        if impl != nil && implCommand != nil { throw ValidationError("give --impl or --impl-command, not both") }
+    }
+
+    func run() throws {
+        let specs = try selection.load()
+        let implementation: Implementation
+        do { implementation = try resolveImplementation() } catch {
+            printError("cluster-conformance: \(error)")
+            throw Exit.badInput
+        }
+        var options = RunOptions()
+        options.timeoutScale = timeoutScale
+        let info: ImplementationInfo
+        switch implementation.probe(options: options) {
+        case .success(let i): info = i
+        case .failure(let e):
+            printError("cluster-conformance: \(e)")
+            throw Exit.broken
+        }
+        var reporters: [any Reporter] = []
+        let sink: ReportSink
+        if let output {
+            do { sink = try ReportSink.file(output) } catch {
+                printError("cluster-conformance: \(error)")
+                throw Exit.badInput
+            }
+        } else {
+            sink = .standardOutput
+        }
+        switch format {
+        case "tap": reporters.append(TAPReporter(sink: sink))
+        case "junit": reporters.append(JUnitReporter(sink: sink))
+        case "jsonl": reporters.append(JSONLReporter(sink: sink))
+        default: reporters.append(HumanReporter(sink: sink, verbose: verbose))
+        }
+        if format != "human" || output != nil {
+            // The machine-readable report has its own destination; people still see progress.
+            reporters.append(HumanReporter(sink: output == nil ? .standardError : .standardOutput, verbose: verbose))
+        }
+        let runner = SuiteRunner(implementation: implementation, info: info, options: options, jobs: jobs, repeats: `repeat`)
+        let summary = runner.run(specs, reporter: ReporterFan(reporters))
+        if summary.exitCode != 0 { throw ExitCode(summary.exitCode) }
+    }
+
+    func resolveImplementation() throws -> Implementation {
+        if let implCommand {
+            let argv = try splitCommand(implCommand)
+            guard !argv.isEmpty else { throw ValidationError("--impl-command is empty") }
+            return Implementation(command: argv, name: argv[0])
+        }
+        let fixtures = Layout.fixtures
+        let name = impl ?? (FileManager.default.fileExists(atPath: fixtures + "/swift/implementation.yaml") ? "swift" : "node")
+        return try Implementation.named(name, fixturesDirectory: fixtures)
+    }
+}
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List specs: id, features and description.")
+
+    @OptionGroup var selection: SpecSelection
+
+    func run() throws {
+        let specs = try selection.load()
+        let width = specs.map(\.id.count).max() ?? 0
+        for spec in specs {
+            let pad = String(repeating: " ", count: width - spec.id.count)
+            print("\(spec.id)\(pad)  [\(spec.features.joined(separator: ", "))]  \(spec.description)")
+        }
+        print("\(specs.count) specs")
+    }
+}
+
+struct Lint: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check spec files: YAML, keys, types, features, variables, unique ids.")
+
+    @OptionGroup var selection: SpecSelection
+
+    func run() throws {
+        let specs = try selection.load()
+        print("\(specs.count) specs: no problems")
+    }
+}
+
+/// Splits a command line on spaces, honouring single and double quotes and backslash escapes.
+func splitCommand(_ text: String) throws -> [String] {
+    var args: [String] = []
+    var current = ""
+    var inWord = false
+    var quote: Character?
+    var escape = false
+    for c in text {
+        if escape { current.append(c); escape = false; inWord = true; continue }
+        if c == "\\" && quote != "'" { escape = true; continue }
+        if let q = quote {
+            if c == q { quote = nil } else { current.append(c) }
+            continue
+        }
+        if c == "'" || c == "\"" { quote = c; inWord = true; continue }
+        if c == " " || c == "\t" {
+            if inWord { args.append(current); current = ""; inWord = false }
+            continue
+        }
+        current.append(c)
+        inWord = true
+    }
+    if quote != nil { throw ValidationError("unbalanced quote in --impl-command") }
+    if inWord { args.append(current) }
+    return args
+}
+
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
