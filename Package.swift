@@ -35,11 +35,12 @@ let package = Package(
         .testTarget(
             name: "ClusterSpecTests",
             dependencies: ["ClusterSpec"],
-            resources: [.copy("LintCases")]
+            exclude: ["LintCases"]
         ),
         .testTarget(
             name: "ClusterConformanceTests",
-            dependencies: ["ClusterConformance", "ClusterSpec"]
+            dependencies: ["ClusterConformance", "ClusterSpec", "cluster-conformance"],
+            exclude: ["FakeFixtures"]
         ),
     ],
     swiftLanguageModes: [.v6]

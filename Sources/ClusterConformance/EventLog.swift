@@ -29,8 +29,8 @@ final class EventLog: @unchecked Sendable {
     private(set) var violation: String?
 
     /// Bounds that turn a flooding implementation into an outcome instead of exhausting the runner.
-    static let maxEvents = 200_000
-    static let maxBytes = 64 << 20
+    static let maxEvents = 50_000
+    static let maxBytes = 16 << 20
 
     /// Appends an event and wakes every waiter.
     func append(_ event: Event) {

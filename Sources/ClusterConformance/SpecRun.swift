@@ -117,7 +117,9 @@ final class SpecRun: @unchecked Sendable {
             outcome = .error
             messages.append("\(error)")
         }
-        let invariantFailures = finish()
+        // After a timeout or a protocol violation the implementation is not trusted to shut down politely.
+        let abandon = outcome == .error || messages.contains { $0.hasPrefix("timed out") }
+        let invariantFailures = finish(polite: !abandon)
         let events = log.snapshot()
         if outcome == .pass, let violation = log.violation {
             outcome = .error
@@ -631,9 +633,10 @@ final class SpecRun: @unchecked Sendable {
     // MARK: - The end
 
     /// Shuts the implementation down, checks for orphans, cleans up; returns invariant failures.
-    private func finish() -> [String] {
+    private func finish(polite: Bool) -> [String] {
         var failures: [String] = []
         if let process {
+            if !polite { process.signalGroup(SIGKILL) }
             if process.termination == nil {
                 try? process.send(#"{"cmd":"shutdown"}"#)
                 let limit = ContinuousClock.now + scaled(5000)

@@ -430,10 +430,10 @@ struct SpecDecoder {
 
     mutating func port(_ node: YAMLNode) -> JSONValue? {
         switch node.scalar {
-        case .int(let n) where (0...65535).contains(n): return .number(Double(n))
+        case .int(0): return .number(0)
         case .string(let s) where s.hasPrefix("$") && isIdentifier(String(s.dropFirst())): return .string(s)
         default:
-            problem(node, "port must be 0..65535 or a variable like $P (fixed port numbers are not portable: use setup.ports)")
+            problem(node, "port must be 0 or a variable like $P: a fixed number may be taken on another machine (allocate one with setup.ports)")
             return nil
         }
     }
@@ -492,7 +492,10 @@ struct SpecDecoder {
     }
 
     mutating func countRule(_ node: YAMLNode) -> CountRule? {
-        if case .int(let n) = node.scalar { return n >= 0 ? .exactly(n) : nil }
+        if case .int(let n) = node.scalar {
+            if n < 0 { problem(node, "count must be a non-negative integer or {$min, $max}"); return nil }
+            return .exactly(n)
+        }
         guard let m = mapping(node, "count", allowed: ["$min", "$max"]), !m.isEmpty else {
             if node.isScalar { problem(node, "count must be a non-negative integer or {$min, $max}") }
             return nil
@@ -569,7 +572,10 @@ struct SpecDecoder {
                     if key == "$min" { minV = d } else { maxV = d }
                 case "$absent": if let b = bool(p.value, "$absent") { parts.append(.absent(b)) }
                 case "$type":
-                    if let t = oneOf(p.value, "$type", ["null", "bool", "number", "string", "list", "object"]) { parts.append(.type(t)) }
+                    // `$type: null` is written as a plain null, so read the text rather than a string value.
+                    let types = ["null", "bool", "number", "string", "list", "object"]
+                    if let t = p.value.scalarString, types.contains(t) { parts.append(.type(t)) }
+                    else { problem(p.value, "$type must be one of \(types.joined(separator: ", "))" + (p.value.scalarString.map { "; found '\($0)'" } ?? "")) }
                 case "$contains": if let q = predicate(p.value) { parts.append(.contains(q)) }
                 default: problem(p.key, "unknown predicate '\(key)'" + suggestion(key, among: Self.predicateKeys))
                 }
@@ -699,18 +705,23 @@ func suggestion(_ word: String, among candidates: [String]) -> String {
     return " (did you mean '\(best.0)'?)"
 }
 
+/// Optimal-string-alignment distance: insertions, deletions, substitutions and adjacent transpositions
+/// each cost 1, so `hots` is one edit from `host`.
 func editDistance(_ a: String, _ b: String) -> Int {
     let a = Array(a), b = Array(b)
     if a.isEmpty { return b.count }
     if b.isEmpty { return a.count }
-    var previous = Array(0...b.count)
-    var current = previous
+    var d = Array(repeating: Array(repeating: 0, count: b.count + 1), count: a.count + 1)
+    for i in 0...a.count { d[i][0] = i }
+    for j in 0...b.count { d[0][j] = j }
     for i in 1...a.count {
-        current[0] = i
         for j in 1...b.count {
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            let cost = a[i - 1] == b[j - 1] ? 0 : 1
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+            if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] {
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+            }
         }
-        swap(&previous, &current)
     }
-    return previous[b.count]
+    return d[a.count][b.count]
 }

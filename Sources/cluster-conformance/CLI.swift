@@ -20,6 +20,20 @@ struct ClusterConformanceCommand: ParsableCommand {
         subcommands: [Run.self, List.self, Lint.self],
         defaultSubcommand: Run.self
     )
+
+    /// Parses and runs; usage errors exit with 2 ("bad input"), like a bad spec.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                printError(fullMessage(for: error))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
 }
 
 /// Exit codes of the CLI.

@@ -1,0 +1,145 @@
+import ClusterSpec
+import Foundation
+import Testing
+@testable import ClusterConformance
+
+/// The runner against fake implementations that misbehave on purpose (FakeFixtures/fake.py). Whatever an
+/// implementation does, the runner ends with an outcome and leaves no process behind.
+@Suite("Runner against misbehaving implementations", .serialized, .enabled(if: onPath("python3")))
+struct RunnerTests {
+    static let forkSpec = """
+        id: fake.fork
+        description: the fake forks one worker
+        refs: [{doc: api/cluster, anchor: clusterforkenv}]
+        behaviours: [LIFE-02]
+        features: [fork]
+        timeout: 1500
+        steps:
+          - fork: 1
+          - await: {ev: fork, at: primary}
+        expect:
+          - events: {ev: fork, at: primary, on: cluster}
+            count: 1
+            each: {worker: 1}
+        """
+
+    func run(_ mode: String, _ yaml: String = forkSpec) throws -> SpecResult {
+        let impl = Implementation(command: ["python3", Paths.fake, mode], name: "fake-\(mode)")
+        let result = SpecRun(spec: try spec(yaml), implementation: impl, options: RunOptions()).run()
+        for pid in reportedPIDs(result) {
+            #expect(!processIsAlive(pid), "pid \(pid) outlived the spec run (\(mode))")
+        }
+        return result
+    }
+
+    @Test("an implementation that speaks the protocol passes")
+    func good() throws {
+        let r = try run("good")
+        #expect(r.outcome == .pass, "\(r.messages)")
+        #expect(r.events.contains { $0["ev"] == .string("exited") && $0["code"] == .number(0) })
+    }
+
+    @Test("an expectation that does not hold fails the spec and says what was observed")
+    func failingExpectation() throws {
+        let r = try run("good", Self.forkSpec.replacingOccurrences(of: "count: 1", with: "count: 2"))
+        #expect(r.outcome == .fail)
+        #expect(r.messages.count == 1)
+        #expect(r.messages.first?.contains("expected exactly 2 events matching {ev: \"fork\", at: \"primary\", on: \"cluster\"}") == true)
+        #expect(r.messages.first?.contains("observed 1") == true)
+    }
+
+    @Test("a crash before the handshake is an error that quotes stderr")
+    func crash() throws {
+        let r = try run("crash")
+        #expect(r.outcome == .error)
+        #expect(r.messages.first?.contains("exited (code 3)") == true, "\(r.messages)")
+        #expect(r.stderrTail.contains("crashing on purpose"))
+    }
+
+    @Test("a hang ends at the spec's time budget with the last events quoted")
+    func hang() throws {
+        let started = ContinuousClock.now
+        let r = try run("hang")
+        #expect(r.outcome == .fail)
+        #expect(r.messages.first?.hasPrefix("timed out after 1500 ms at step 1 (fork") == true, "\(r.messages)")
+        #expect(r.logTail.contains { $0.contains("\"ev\": \"start\"") || $0.contains("\"ev\":\"start\"") })
+        // The budget plus the kill, not the polite shutdown wait.
+        #expect(ContinuousClock.now - started < .seconds(5))
+    }
+
+    @Test("a line that is not JSON is a protocol violation quoting the line")
+    func garbage() throws {
+        let r = try run("garbage")
+        #expect(r.outcome == .error)
+        #expect(r.messages.contains { $0.contains("'this is not a protocol line'") }, "\(r.messages)")
+    }
+
+    @Test("a flood of events is stopped and reported")
+    func flood() throws {
+        let r = try run("flood")
+        #expect(r.outcome == .error)
+        #expect(r.messages.contains { $0.contains("flooded") }, "\(r.messages)")
+    }
+
+    @Test("a process that outlives the primary is an orphan, and is killed")
+    func orphan() throws {
+        let r = try run("orphan")
+        #expect(r.outcome == .fail)
+        #expect(r.messages.contains { $0.hasPrefix("orphan: worker 1") }, "\(r.messages)")
+        #expect(reportedPIDs(r).count == 3)  // hello, primary start, worker start
+    }
+
+    @Test("another protocol version is refused")
+    func oldProtocol() throws {
+        let r = try run("old-protocol")
+        #expect(r.outcome == .error)
+        #expect(r.messages.first?.contains("protocol mismatch") == true, "\(r.messages)")
+    }
+
+    @Test("a primary that exits mid-spec fails the step it was in")
+    func exitsMidway() throws {
+        let r = try run("exits")
+        #expect(r.outcome == .fail)
+        #expect(r.messages.first?.contains("the primary exited (code 5)") == true, "\(r.messages)")
+    }
+}
+
+@Suite("CLI", .serialized)
+struct CLITests {
+    @Test("lint: a misspelt key gives file:line:col and exit code 2")
+    func misspeltKey() throws {
+        let file = Paths.packageRoot + "/Tests/ClusterSpecTests/LintCases/misspelt-top-key.yaml"
+        let r = try runCommand([Paths.cli, "lint", file])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("\(file):5:1: unknown key 'descripton' in the spec (did you mean 'description'?)"))
+    }
+
+    @Test("lint: broken YAML gives file:line:col and exit code 2")
+    func brokenYAML() throws {
+        let file = Paths.packageRoot + "/Tests/ClusterSpecTests/LintCases/broken-flow-sequence.yaml"
+        let r = try runCommand([Paths.cli, "lint", file])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("\(file):5:6: did not find expected ',' or ']'"))
+    }
+
+    @Test("lint: the suite is clean")
+    func suiteClean() throws {
+        let r = try runCommand([Paths.cli, "lint", Paths.specs])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.hasSuffix("specs: no problems\n"))
+    }
+
+    @Test("run: an implementation that cannot start is exit code 3")
+    func cannotStart() throws {
+        let r = try runCommand([Paths.cli, "run", "--impl-command", "/nonexistent/fixture", Paths.specs])
+        #expect(r.status == 3)
+        #expect(r.stderr.contains("failed the handshake"))
+    }
+
+    @Test("run: a bad option is a usage error")
+    func usage() throws {
+        let r = try runCommand([Paths.cli, "run", "--format", "yaml"])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("--format must be human, tap, junit or jsonl"))
+    }
+}
