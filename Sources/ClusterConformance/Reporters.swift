@@ -41,6 +41,8 @@ func seconds(_ d: Duration) -> String {
     String(format: "%.2f s", Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18)
 }
 
+func plural(_ n: Int, _ word: String) -> String { "\(n) \(word)\(n == 1 ? "" : "s")" }
+
 func milliseconds(_ d: Duration) -> Int {
     Int(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000)
 }
@@ -60,7 +62,7 @@ public final class HumanReporter: Reporter {
     public func begin(implementation: ImplementationInfo, specs: Int, repeats: Int, jobs: Int) {
         state.withLock { $0 = (0, specs * repeats, "\(implementation.name) \(implementation.version)") }
         let times = repeats > 1 ? " × \(repeats)" : ""
-        sink.write("cluster-conformance: \(implementation.name) \(implementation.version), \(specs) specs\(times), \(jobs) job\(jobs == 1 ? "" : "s")\n")
+        sink.write("cluster-conformance: \(implementation.name) \(implementation.version), \(plural(specs, "spec"))\(times), \(plural(jobs, "job"))\n")
     }
 
     public func result(_ r: SpecResult, iteration: Int) {
@@ -91,7 +93,7 @@ public final class HumanReporter: Reporter {
         if sink.isTerminal { sink.write("\r\u{1B}[K") }
         let name = state.withLock { $0.name }
         let runs = s.repeats > 1 ? " × \(s.repeats) runs" : ""
-        sink.write("\(name): \(s.specs) specs\(runs): \(s.passed) passed, \(s.failed) failed, \(s.skipped) skipped, \(s.errors) errors in \(seconds(s.duration))\n")
+        sink.write("\(name): \(plural(s.specs, "spec"))\(runs): \(s.passed) passed, \(s.failed) failed, \(s.skipped) skipped, \(s.errors) errors in \(seconds(s.duration))\n")
     }
 
     private func indent(_ text: String, by n: Int) -> String {

@@ -56,8 +56,14 @@ enum Layout {
         return cwd
     }
 
-    static var specs: String { root() + "/Specs" }
+    /// `Specs` relative to the working directory when it is the suite's root, so reports name short paths.
+    static var specs: String { relative(root() + "/Specs") }
     static var fixtures: String { root() + "/fixtures" }
+
+    static func relative(_ path: String) -> String {
+        let cwd = FileManager.default.currentDirectoryPath
+        return path.hasPrefix(cwd + "/") ? String(path.dropFirst(cwd.count + 1)) : path
+    }
 }
 
 /// Spec selection shared by `run`, `list` and `lint`.
@@ -89,10 +95,15 @@ struct SpecSelection: ParsableArguments {
             printError("\(suite.problems.count) problem\(suite.problems.count == 1 ? "" : "s") in \(Set(suite.problems.map(\.location.file)).count) of \(suite.files.count) files")
             throw Exit.badInput
         }
-        return suite.specs.filter { spec in
+        let selected = suite.specs.filter { spec in
             (filter.isEmpty || filter.contains { fnmatch($0, spec.id, 0) == 0 })
                 && (feature.isEmpty || feature.contains { spec.features.contains($0) })
         }
+        if selected.isEmpty && !(filter.isEmpty && feature.isEmpty) {
+            printError("cluster-conformance: no spec matches" + filter.map { " --filter '\($0)'" }.joined() + feature.map { " --feature '\($0)'" }.joined())
+            throw Exit.badInput
+        }
+        return selected
     }
 }
 
