@@ -34,12 +34,23 @@ enum ClientResult {
 enum Client {
     /// Opens a TCP or Unix connection and waits for it to complete.
     static func connect(_ endpoint: Endpoint, until deadline: ContinuousClock.Instant) -> Result<Int32, SystemError> {
-        let address: SocketAddress?
+        var address: SocketAddress?
+        var directoryFD: Int32 = -1
+        defer { if directoryFD >= 0 { close(directoryFD) } }
         switch endpoint {
         case .tcp(let host, let port), .udp(let host, let port): address = SocketAddress(host: host, port: port)
-        case .unix(let path): address = SocketAddress(path: path)
+        case .unix(let path):
+            address = SocketAddress(path: path)
+            if address == nil {
+                // Longer than sun_path (108 bytes): reach the socket through a short path, the directory's
+                // descriptor under /proc/self/fd, as a relative path would (the runner cannot chdir: it is
+                // multi-threaded and runs specs in parallel).
+                let url = URL(fileURLWithPath: path)
+                directoryFD = open(url.deletingLastPathComponent().path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                if directoryFD >= 0 { address = SocketAddress(path: "/proc/self/fd/\(directoryFD)/\(url.lastPathComponent)") }
+            }
         }
-        guard let address else { return .failure(SystemError("connect", errno: EINVAL)) }
+        guard let address else { return .failure(SystemError("connect", errno: ENAMETOOLONG)) }
         let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { return .failure(SystemError("socket")) }
         let rc = address.withSockaddr { Glibc.connect(fd, $0, $1) }
@@ -136,14 +147,19 @@ enum Client {
 enum SocketProbe {
     /// Socket inodes of listening TCP sockets on `port`, bound UDP sockets on `port`, or listening Unix
     /// sockets at `path`.
-    static func inodes(transport: String, port: Int?, path: String?) -> Set<String> {
+    /// `/proc/net/unix` shows a path as it was bound, so a socket bound by a relative name is matched
+    /// against `boundFrom` (the binder's working directory) as well.
+    static func inodes(transport: String, port: Int?, path: String?, boundFrom directory: String? = nil) -> Set<String> {
         var result: Set<String> = []
         if transport == "unix", let path {
             guard let text = try? String(contentsOfFile: "/proc/net/unix", encoding: .utf8) else { return [] }
             for line in text.split(separator: "\n").dropFirst() {
                 let f = line.split(separator: " ", omittingEmptySubsequences: true)
+                guard f.count >= 8 else { continue }
+                let bound = String(f[7])
+                let absolute = bound.hasPrefix("/") ? bound : directory.map { URL(fileURLWithPath: $0).appendingPathComponent(bound).standardizedFileURL.path }
                 // Num RefCount Protocol Flags Type St Inode Path; flag 0x10000 is __SO_ACCEPTCON (listening).
-                if f.count >= 8, String(f[7]) == path, let flags = Int(f[3], radix: 16), flags & 0x10000 != 0 {
+                if bound == path || absolute == path, let flags = Int(f[3], radix: 16), flags & 0x10000 != 0 {
                     result.insert(String(f[6]))
                 }
             }

@@ -616,7 +616,7 @@ final class SpecRun: @unchecked Sendable {
         switch endpoint {
         case .tcp(_, let port): inodes = SocketProbe.inodes(transport: "tcp", port: port, path: nil)
         case .udp(_, let port): inodes = SocketProbe.inodes(transport: "udp", port: port, path: nil)
-        case .unix(let path): inodes = SocketProbe.inodes(transport: "unix", port: nil, path: path)
+        case .unix(let path): inodes = SocketProbe.inodes(transport: "unix", port: nil, path: path, boundFrom: tmpdir)
         }
         let starts = log.snapshot().filter { $0["ev"] == .string("start") && $0["at"] == .string("worker") }
         var holders: [Int] = []

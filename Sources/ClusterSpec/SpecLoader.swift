@@ -198,18 +198,25 @@ enum VariableCheck {
 
 /// `$NAME` substitution in spec values.
 public enum Variables {
-    /// The variable a string refers to (`$NAME`), or nil for a plain string (including `$$…`).
+    /// The variable a string refers to — `$NAME` (the whole string) or `$NAME/…` (a path under it) — or nil
+    /// for a plain string (including `$$…`).
     public static func reference(in s: String) -> String? {
         guard s.hasPrefix("$"), !s.hasPrefix("$$") else { return nil }
-        let name = String(s.dropFirst())
+        let name = String(s.dropFirst().prefix { $0 != "/" })
         return isIdentifier(name) ? name : nil
     }
 
-    /// The value with every `$NAME` string replaced and every `$$` prefix unescaped.
+    /// The value with every `$NAME` string replaced (keeping the variable's type), every `$NAME/rest`
+    /// string replaced textually, and every `$$` prefix unescaped.
     public static func substitute(_ v: JSONValue, _ vars: [String: JSONValue]) -> JSONValue {
         switch v {
         case .string(let s):
-            if let name = reference(in: s), let value = vars[name] { return value }
+            if let name = reference(in: s), let value = vars[name] {
+                let rest = s.dropFirst(1 + name.count)
+                if rest.isEmpty { return value }
+                let text = value.stringValue ?? value.jsonText
+                return .string(text + rest)
+            }
             if s.hasPrefix("$$") { return .string(String(s.dropFirst())) }
             return v
         case .array(let items): return .array(items.map { substitute($0, vars) })
