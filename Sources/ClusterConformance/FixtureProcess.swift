@@ -91,11 +91,13 @@ final class FixtureProcess: @unchecked Sendable {
             var status: Int32 = 0
             while waitpid(childPID, &status, 0) < 0 && errno == EINTR {}
             let t = Termination(status: status)
-            self.exitStatus.withLock { $0 = t }
+            // Log before publishing: a waiter that sees the termination must also find the event.
             self.log.append(Event(fields: JSONObject([
                 ("ev", "exited"), ("at", "runner"), ("process", "primary"),
                 ("code", t.code.map { .number(Double($0)) } ?? .null), ("signal", t.signal.map { .string($0) } ?? .null),
             ])))
+            self.exitStatus.withLock { $0 = t }
+            self.log.poke()
         }
     }
 
