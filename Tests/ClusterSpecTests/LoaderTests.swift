@@ -149,25 +149,12 @@ struct JSONValueTests {
 
 @Suite("Spec loader robustness")
 struct LoaderFuzzTests {
-    /// A small deterministic generator, so a failure reproduces.
-    struct SplitMix {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-    }
-
     @Test("mutated specs load or report problems, never crash")
     func mutations() throws {
         let files = try SpecLoader.specFiles(in: [Paths.specs])
         #expect(!files.isEmpty)
         let punctuation = Array("{}[]:,-#&*!|>'\"$ \n\t0123456789abc".utf8)
-        var rng = SplitMix(state: 42)
+        var rng = SplitMix64(state: 42)
         let loader = SpecLoader(features: suiteFeatures)
         var rejected = 0
         for i in 0..<1500 {
