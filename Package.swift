@@ -22,7 +22,9 @@ let package = Package(
         // The few libc pieces Swift cannot import: wait-status macros, spawn
         // close-from, process groups.
         .target(name: "CSupport"),
-        .target(name: "ClusterSpec", dependencies: ["CYAML"]),
+        // A JSON value type shared by the spec model, the runner and the cluster's IPC messages.
+        .target(name: "ClusterJSON"),
+        .target(name: "ClusterSpec", dependencies: ["CYAML", "ClusterJSON"]),
         .target(name: "ClusterConformance", dependencies: ["ClusterSpec", "CSupport"]),
         .executableTarget(
             name: "cluster-conformance",

@@ -5,12 +5,16 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 int csupport_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *cwd,
-                   const int stdio[3], const int *extra_src, const int *extra_dst, int n_extra) {
+                   const int stdio[3], const int *extra_src, const int *extra_dst, int n_extra, int flags) {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
     int moved[3 + 64];
@@ -20,7 +24,8 @@ int csupport_spawn(pid_t *pid, const char *path, char *const argv[], char *const
 
     if (n_extra > 64) return EINVAL;
     // Move every source out of the way first, so a dup2 onto a target number never clobbers a source
-    // that has not been duplicated yet.
+    // that has not been duplicated yet (and so dup2 always clears close-on-exec: a dup2 of a descriptor
+    // onto itself would not).
     for (int i = 0; i < 3; i++) {
         moved[n_moved] = fcntl(stdio[i], F_DUPFD_CLOEXEC, 100);
         if (moved[n_moved] < 0) { rc = errno; goto undo; }
@@ -47,8 +52,12 @@ int csupport_spawn(pid_t *pid, const char *path, char *const argv[], char *const
     for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaddset(&defaults, sigs[i]);
     posix_spawnattr_setsigmask(&attr, &empty);
     posix_spawnattr_setsigdefault(&attr, &defaults);
-    posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+    short spawn_flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+    if (flags & CSUPPORT_SPAWN_NEW_GROUP) {
+        posix_spawnattr_setpgroup(&attr, 0);
+        spawn_flags |= POSIX_SPAWN_SETPGROUP;
+    }
+    posix_spawnattr_setflags(&attr, spawn_flags);
 
     rc = posix_spawnp(pid, path, &fa, &attr, argv, envp);
 
@@ -64,6 +73,71 @@ int csupport_wexitstatus(int status) { return WEXITSTATUS(status); }
 int csupport_wifsignaled(int status) { return WIFSIGNALED(status); }
 int csupport_wtermsig(int status) { return WTERMSIG(status); }
 
+int csupport_accept(int fd, int nonblock) {
+    return accept4(fd, NULL, NULL, SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0));
+}
 int csupport_accept_cloexec(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC); }
 
 int csupport_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int csupport_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
+
+int csupport_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+int csupport_set_pdeathsig(int sig) { return prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0); }
+
+ssize_t csupport_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds) {
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * 8)];
+        struct cmsghdr align;
+    } control;
+    if (nfds > 8) { errno = EINVAL; return -1; }
+    if (nfds > 0) {
+        memset(&control, 0, sizeof control);
+        mh.msg_control = control.buf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    }
+    ssize_t n;
+    do { n = sendmsg(sock, &mh, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+ssize_t csupport_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds, int *truncated) {
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    struct msghdr mh;
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * 16)];
+        struct cmsghdr align;
+    } control;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = control.buf;
+    mh.msg_controllen = sizeof control.buf;
+    *nfds = 0;
+    *truncated = 0;
+    ssize_t n;
+    do { n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC); } while (n < 0 && errno == EINTR);
+    if (n < 0) return n;
+    if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) *truncated = 1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int *data = (int *)CMSG_DATA(c);
+        for (int i = 0; i < count; i++) {
+            if (*nfds < max_fds) fds[(*nfds)++] = data[i];
+            else { close(data[i]); *truncated = 1; }
+        }
+    }
+    return n;
+}

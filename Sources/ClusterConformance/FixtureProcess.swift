@@ -59,7 +59,7 @@ final class FixtureProcess: @unchecked Sendable {
             withCStrings(env.map { "\($0.key)=\($0.value)" }.sorted()) { cEnv in
                 let stdio: [Int32] = [input.read, output.write, errors.write]
                 let sources = inherit.map(\.source), targets = inherit.map(\.target)
-                return csupport_spawn(&pid, argv[0], cArgv, cEnv, cwd, stdio, sources, targets, Int32(inherit.count))
+                return csupport_spawn(&pid, argv[0], cArgv, cEnv, cwd, stdio, sources, targets, Int32(inherit.count), Int32(CSUPPORT_SPAWN_NEW_GROUP))
             }
         }
         close(input.read)

@@ -1,24 +1,54 @@
 #ifndef CSUPPORT_H
 #define CSUPPORT_H
 
+// The few libc pieces Swift cannot import (function-like macros, _GNU_SOURCE-only calls, variadic
+// calls), wrapped once. Used by the runner and by the cluster implementation alike.
+
+#include <stddef.h>
+#include <sys/epoll.h>
 #include <sys/types.h>
 
-/// Spawns `path` in a new process group (pgid = its pid) with `cwd` as working directory.
+/// Flags of csupport_spawn.
+enum {
+    CSUPPORT_SPAWN_NEW_GROUP = 1,  ///< the child leads a new process group
+};
+
+/// Spawns `path` (searched in PATH when it has no slash) with `cwd` as working directory (NULL: inherit).
 /// stdin/stdout/stderr become `stdio[0..2]`; `extra_src[i]` becomes descriptor `extra_dst[i]`; every other
 /// descriptor is closed; the signal mask is emptied and common signals reset to default.
 /// Returns 0 and sets `*pid`, or returns an errno value.
 int csupport_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *cwd,
-                   const int stdio[3], const int *extra_src, const int *extra_dst, int n_extra);
+                   const int stdio[3], const int *extra_src, const int *extra_dst, int n_extra, int flags);
 
 int csupport_wifexited(int status);
 int csupport_wexitstatus(int status);
 int csupport_wifsignaled(int status);
 int csupport_wtermsig(int status);
 
-/// accept4 with SOCK_CLOEXEC (not visible to Swift without _GNU_SOURCE).
+/// accept4 with SOCK_CLOEXEC, and SOCK_NONBLOCK when `nonblock` is set.
+int csupport_accept(int fd, int nonblock);
+/// accept4 with SOCK_CLOEXEC (blocking).
 int csupport_accept_cloexec(int fd);
 
 /// pipe2 with O_CLOEXEC on both ends.
 int csupport_pipe_cloexec(int fds[2]);
+
+/// An eventfd, close-on-exec and non-blocking.
+int csupport_eventfd(void);
+
+/// pidfd_open(2): a descriptor that becomes readable when the process exits.
+int csupport_pidfd_open(pid_t pid);
+
+/// prctl(PR_SET_PDEATHSIG, sig): the kernel sends `sig` when the parent dies.
+int csupport_set_pdeathsig(int sig);
+
+/// sendmsg of one datagram/packet with `nfds` descriptors attached (SCM_RIGHTS), MSG_NOSIGNAL.
+/// Returns the bytes sent or -1 with errno.
+ssize_t csupport_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
+
+/// recvmsg of one packet and up to `max_fds` descriptors (close-on-exec). `*nfds` receives their count;
+/// `*truncated` is set when data or descriptors did not fit (extra descriptors are closed).
+/// Returns the bytes received, 0 at end of stream, or -1 with errno.
+ssize_t csupport_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds, int *truncated);
 
 #endif
