@@ -25,7 +25,9 @@ let package = Package(
         // A JSON value type shared by the spec model, the runner and the cluster's IPC messages.
         .target(name: "ClusterJSON"),
         .target(name: "ClusterSpec", dependencies: ["CYAML", "ClusterJSON"]),
-        .target(name: "ClusterConformance", dependencies: ["ClusterSpec", "CSupport"]),
+        // POSIX helpers shared by the runner and the implementation (neither imports the other).
+        .target(name: "SystemSupport"),
+        .target(name: "ClusterConformance", dependencies: ["ClusterSpec", "CSupport", "SystemSupport"]),
         .executableTarget(
             name: "cluster-conformance",
             dependencies: [

@@ -1,5 +1,6 @@
 import ClusterSpec
 import Foundation
+import SystemSupport
 
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,7 @@
 import CSupport
 import ClusterSpec
 import Foundation
+import SystemSupport
 import Synchronization
 
 #if canImport(Glibc)

@@ -1,5 +1,6 @@
 import ClusterSpec
 import Foundation
+import SystemSupport
 
 /// One line of the log: an event written by a process of the implementation, or added by the runner.
 public struct Event: Sendable {

@@ -1,5 +1,6 @@
 import ClusterSpec
 import Foundation
+import SystemSupport
 import Synchronization
 
 #if canImport(Glibc)

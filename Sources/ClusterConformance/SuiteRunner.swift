@@ -1,5 +1,6 @@
 import ClusterSpec
 import Foundation
+import SystemSupport
 import Synchronization
 
 /// Counts of outcomes over a run.
