@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "cluster-conformance", targets: ["cluster-conformance"]),
         .library(name: "ClusterSpec", targets: ["ClusterSpec"]),
         .library(name: "ClusterConformance", targets: ["ClusterConformance"]),
+        .library(name: "Cluster", targets: ["Cluster"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -28,6 +29,8 @@ let package = Package(
         // POSIX helpers shared by the runner and the implementation (neither imports the other).
         .target(name: "SystemSupport"),
         .target(name: "ClusterConformance", dependencies: ["ClusterSpec", "CSupport", "SystemSupport"]),
+        // The native Swift implementation of the node:cluster model.
+        .target(name: "Cluster", dependencies: ["ClusterJSON", "CSupport", "SystemSupport"]),
         .executableTarget(
             name: "cluster-conformance",
             dependencies: [

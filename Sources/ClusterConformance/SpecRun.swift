@@ -684,7 +684,3 @@ final class SpecRun: @unchecked Sendable {
 
 /// The fixture protocol version this runner speaks (`fixtures/PROTOCOL.md`).
 public let protocolVersion = 1
-
-extension JSONValue: ExpressibleByStringLiteral {
-    public init(stringLiteral value: String) { self = .string(value) }
-}

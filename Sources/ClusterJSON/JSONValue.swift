@@ -53,6 +53,15 @@ public enum JSONValue: Sendable, Hashable {
     }
 }
 
+extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral {
+    /// A string value from a literal.
+    public init(stringLiteral value: String) { self = .string(value) }
+    /// A number value from an integer literal.
+    public init(integerLiteral value: Int) { self = .number(Double(value)) }
+    /// A Boolean value from a literal.
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+}
+
 /// A JSON object with keys in insertion order.
 public struct JSONObject: Sendable, Hashable {
     /// The members in order.

@@ -1,0 +1,293 @@
+import ClusterJSON
+import Foundation
+import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An event of `cluster.worker` inside a worker process.
+public enum WorkerProcessEvent {
+    /// A user message from the primary (`process.on('message')`).
+    case message(JSONValue)
+    /// The IPC channel closed (`cluster.worker.on('disconnect')`).
+    case disconnect
+}
+
+/// The worker process's side of the cluster (Node's `cluster.worker` inside a worker): talks to the
+/// primary over the inherited channel, obtains servers from it, and follows its disconnect requests.
+public final class ClusterWorker {
+    /// `cluster.worker.id`, the id the primary gave this worker.
+    public let id: Int
+    /// `cluster.worker.state` as the worker sees it: online, listening, disconnecting, destroying.
+    public internal(set) var state: WorkerState = .online
+    /// Set once a disconnect was asked for, from either side.
+    public internal(set) var exitedAfterDisconnect: Bool?
+    /// The loop everything runs on.
+    public let loop: EventLoop
+    let channel: Channel
+    private var seq = 0
+    private var pendingReplies: [Int: (JSONValue, [Int32]) -> Void] = [:]
+    private var handlers: [(WorkerProcessEvent) -> Void] = []
+    /// Per listen tuple (`address:port:addressType:fd`): the next index and the indexes still open.
+    private var indexes: [String: (next: Int, open: Set<Int>)] = [:]
+    /// Handles obtained from the primary, by key: how to close each when disconnecting.
+    private var handles: [String: (_ done: @escaping () -> Void) -> Void] = [:]
+    /// Round-robin servers by key, receiving the primary's hand-offs.
+    private var roundRobin: [String: Server] = [:]
+    private var exitWhenDisconnected = false
+
+    init(id: Int, loop: EventLoop, channelFD: Int32) {
+        self.id = id
+        self.loop = loop
+        self.channel = Channel(fd: channelFD, loop: loop)
+        channel.onFrame = { [unowned self] kind, value, fds in received(kind, value, fds) }
+        channel.onClose = { [unowned self] in channelClosed() }
+        channel.send(.control, .object(JSONObject([("act", "online")])))
+    }
+
+    /// `cluster.worker.isConnected()`.
+    public var isConnected: Bool { channel.isOpen }
+
+    /// Registers a handler for the worker's events, called on the loop.
+    public func on(_ handler: @escaping (WorkerProcessEvent) -> Void) { handlers.append(handler) }
+
+    /// Whether the channel keeps the process alive (Node's `process.channel.ref()/unref()`); it does by
+    /// default.
+    public func setChannelReferenced(_ referenced: Bool) { channel.setReferenced(referenced) }
+
+    /// `process.send(message)` / `cluster.worker.send(message)`: false when the channel is closed.
+    @discardableResult
+    public func send(_ message: JSONValue) -> Bool {
+        if case .success = channel.send(.user, message) { return true }
+        return false
+    }
+
+    /// `cluster.worker.disconnect()`: closes every server obtained through the primary, waits for them to
+    /// close, tells the primary the exit is voluntary, then closes the channel.
+    public func disconnect() {
+        guard state != .disconnecting, state != .destroying else { return }
+        state = .disconnecting
+        disconnect(primaryInitiated: false)
+    }
+
+    /// `cluster.worker.kill()` / `destroy()` inside a worker: tells the primary the exit is voluntary,
+    /// disconnects and exits with code 0 (any signal argument is ignored, as in Node).
+    public func kill() {
+        guard state != .destroying else { return }
+        exitedAfterDisconnect = true
+        guard isConnected else { ProcessExit.exit(0) }
+        state = .destroying
+        exitWhenDisconnected = true
+        request(["act": "exitedAfterDisconnect"]) { [self] _, _ in channel.disconnect() }
+    }
+
+    // MARK: - Messages
+
+    private func received(_ kind: Channel.Kind, _ value: JSONValue, _ fds: [Int32]) {
+        if kind == .user {
+            fds.forEach { close($0) }
+            if !isInternal(value) { handlers.forEach { $0(.message(value)) } }
+            return
+        }
+        switch value["act"]?.stringValue {
+        case "reply":
+            guard let ack = value["ack"]?.intValue, let callback = pendingReplies.removeValue(forKey: ack) else {
+                fds.forEach { close($0) }
+                return
+            }
+            callback(value, fds)
+        case "newconn":
+            guard let fd = fds.first else { return }
+            fds.dropFirst().forEach { close($0) }
+            let key = value["key"]?.stringValue ?? ""
+            let server = roundRobin[key]
+            let accepted = server?.canAcceptHandoff ?? false
+            channel.send(.control, .object(JSONObject([("act", "accepted"), ("key", .string(key)),
+                                                       ("handoff", value["handoff"] ?? .null), ("accepted", .bool(accepted))])))
+            if accepted, let server { server.adopt(connection: fd) } else { close(fd) }
+        case "disconnect":
+            fds.forEach { close($0) }
+            disconnect(primaryInitiated: true)
+        default:
+            fds.forEach { close($0) }
+        }
+    }
+
+    /// Sends a control request and calls `callback` with the primary's reply.
+    func request(_ fields: [String: JSONValue], _ callback: @escaping (JSONValue, [Int32]) -> Void) {
+        seq += 1
+        var object = JSONObject(fields.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+        object["seq"] = .number(Double(seq))
+        pendingReplies[seq] = callback
+        channel.send(.control, .object(object))
+    }
+
+    func sendControl(_ fields: [(String, JSONValue)]) {
+        channel.send(.control, .object(JSONObject(fields)))
+    }
+
+    private func channelClosed() {
+        handlers.forEach { $0(.disconnect) }
+        // An unexpected loss of the channel (the primary died) ends the worker with code 0.
+        if exitWhenDisconnected || exitedAfterDisconnect != true { ProcessExit.exit(0) }
+    }
+
+    private func disconnect(primaryInitiated: Bool) {
+        exitedAfterDisconnect = true
+        var waiting = 1
+        let check = { [self] in
+            waiting -= 1
+            guard waiting == 0 else { return }
+            if primaryInitiated {
+                channel.disconnect()
+            } else {
+                request(["act": "exitedAfterDisconnect"]) { [self] _, _ in channel.disconnect() }
+            }
+        }
+        let closers = handles
+        handles.removeAll()
+        for (_, close) in closers.sorted(by: { $0.key < $1.key }) {
+            waiting += 1
+            close(check)
+        }
+        check()
+    }
+
+    // MARK: - Servers through the primary (child.js _getServer, shared, rr)
+
+    /// What the primary answered to a listen request.
+    enum Grant {
+        /// The primary could not create the server.
+        case failed(ClusterError)
+        /// Round-robin: the primary accepts; `sockname` is its listening address.
+        case roundRobin(key: String, sockname: JSONValue?)
+        /// Shared: the socket itself.
+        case shared(key: String, fd: Int32)
+    }
+
+    /// A listen request: the key fields and the options of this listen.
+    struct Query {
+        var address: String?
+        var port: Int
+        var addressType: AddressType
+        var fd: Int32?
+        var backlog: Int32
+        var ipv6Only: Bool = false
+        var reuseAddress: Bool = false
+
+        var tuple: String {
+            "\(address ?? "null"):\(port):\(addressType.json.jsonText):\(fd.map(String.init) ?? "undefined")"
+        }
+    }
+
+    /// A clustered listen in progress: its index in the tuple and the report to send once it listens.
+    struct Ticket {
+        var tuple: String
+        var index: Int
+        var query: Query
+    }
+
+    /// Asks the primary for a server; `completion` runs with what it granted.
+    func queryServer(_ query: Query, completion: @escaping (Ticket, Grant) -> Void) -> Ticket {
+        var entry = indexes[query.tuple] ?? (0, [])
+        let index = entry.next
+        entry.next += 1
+        entry.open.insert(index)
+        indexes[query.tuple] = entry
+        let ticket = Ticket(tuple: query.tuple, index: index, query: query)
+        var fields: [String: JSONValue] = ["act": "queryServer", "port": .number(Double(query.port)),
+                                           "addressType": query.addressType.json, "index": .number(Double(index)),
+                                           "backlog": .number(Double(query.backlog))]
+        if let address = query.address { fields["address"] = .string(address) }
+        if let fd = query.fd { fields["fd"] = .number(Double(fd)) }
+        if query.ipv6Only { fields["ipv6Only"] = true }
+        if query.reuseAddress { fields["reuseAddr"] = true }
+        request(fields) { reply, fds in
+            let key = reply["key"]?.stringValue ?? ""
+            if let code = reply["errno"]?.stringValue {
+                fds.forEach { close($0) }
+                // The index stays taken, as in Node: a retry from this worker asks with the next one.
+                completion(ticket, .failed(ClusterError(code: code, errno: nil, syscall: "bind",
+                                                        message: "bind \(code) \(query.address ?? "null"):\(query.port)")))
+            } else if let fd = fds.first {
+                fds.dropFirst().forEach { close($0) }
+                completion(ticket, .shared(key: key, fd: fd))
+            } else {
+                completion(ticket, .roundRobin(key: key, sockname: reply["sockname"]))
+            }
+        }
+        return ticket
+    }
+
+    /// Records a handle obtained from the primary and how to close it when the worker disconnects.
+    func track(key: String, close: @escaping (_ done: @escaping () -> Void) -> Void) {
+        handles[key] = close
+    }
+
+    func registerRoundRobin(_ server: Server, key: String) { roundRobin[key] = server }
+
+    /// A clustered server closed its handle: tell the primary, free the index (child.js `close` wrappers).
+    func released(key: String, ticket: Ticket) {
+        sendControl([("act", "close"), ("key", .string(key))])
+        handles[key] = nil
+        roundRobin[key] = nil
+        releaseIndex(ticket)
+    }
+
+    func releaseIndex(_ ticket: Ticket) {
+        guard var entry = indexes[ticket.tuple] else { return }
+        entry.open.remove(ticket.index)
+        indexes[ticket.tuple] = entry.open.isEmpty ? nil : entry
+    }
+
+    /// Reports a clustered server's listening to the primary, unless every server of its tuple already
+    /// closed (a short-lived server is not reported).
+    func reportListening(_ ticket: Ticket, port: Int) {
+        guard indexes[ticket.tuple] != nil else { return }
+        state = .listening
+        var fields: [(String, JSONValue)] = [("act", "listening"), ("addressType", ticket.query.addressType.json),
+                                             ("port", .number(Double(port)))]
+        fields.append(("address", ticket.query.address.map { .string($0) } ?? .null))
+        if let fd = ticket.query.fd { fields.append(("fd", .number(Double(fd)))) }
+        sendControl(fields)
+    }
+}
+
+// MARK: - The process's role
+
+/// Which side of the cluster this process is.
+public enum ClusterRole {
+    /// The primary (no worker id in the environment).
+    case primary(Primary)
+    /// A worker (`cluster.worker`).
+    case worker(ClusterWorker)
+}
+
+/// Entry point: decides the process's role once, from the environment (Node's `cluster.isPrimary`).
+public enum Cluster {
+    nonisolated(unsafe) private static var role: ClusterRole?
+
+    /// Whether this process was started as a worker (`cluster.isWorker`), known before `start(on:)`.
+    public static let isWorker: Bool = ProcessInfo.processInfo.environment[ClusterEnvironment.workerID] != nil
+
+    /// `cluster.isPrimary`.
+    public static var isPrimary: Bool { !isWorker }
+
+    /// Starts the cluster runtime on `loop` and returns this process's role. In a worker this connects the
+    /// inherited channel, announces `'online'` to the primary and removes the worker id from the
+    /// environment (so the worker's own children are not workers). Call it once, on the loop's thread.
+    public static func start(on loop: EventLoop) -> ClusterRole {
+        if let role { return role }
+        let env = ProcessInfo.processInfo.environment
+        let r: ClusterRole
+        if let text = env[ClusterEnvironment.workerID], let id = Int(text) {
+            unsetenv(ClusterEnvironment.workerID)
+            r = .worker(ClusterWorker(id: id, loop: loop, channelFD: ClusterEnvironment.channelFD))
+        } else {
+            r = .primary(Primary(loop: loop, environment: env))
+        }
+        role = r
+        return r
+    }
+}

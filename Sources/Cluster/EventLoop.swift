@@ -1,0 +1,200 @@
+import CSupport
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A single-threaded event loop on epoll: the thread every cluster object of a process lives on.
+///
+/// Like Node's loop it runs while something keeps it alive: a *referenced* watcher (a listening server, a
+/// worker's IPC channel, a child process) or pending work. `run()` returns when nothing is left, which is
+/// how a worker that has disconnected and closed its servers ends on its own.
+///
+/// Everything except `submit(_:)` must be called on the loop's thread.
+public final class EventLoop: @unchecked Sendable {
+    private let epfd: Int32
+    private let wakeFD: Int32
+    private var watchers: [UInt64: Watcher] = [:]
+    private var nextWatcherID: UInt64 = 1
+    private var referenced = 0
+    private var ticks: [() -> Void] = []
+    private let submitted = Mutex<[@Sendable () -> Void]>([])
+    private let keepAlive = Atomic<Int>(0)
+    private var thread: pthread_t?
+    private var stopped = false
+
+    /// A new loop; it runs on the thread that calls `run()`.
+    public init() {
+        epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
+        wakeFD = csupport_eventfd()
+        precondition(epfd >= 0 && wakeFD >= 0, "cannot create an event loop: \(String(cString: strerror(errno)))")
+        var event = epoll_event(events: EPOLLIN.rawValue, data: epoll_data_t(u64: 0))
+        epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, &event)
+    }
+
+    /// Whether the caller is on the loop's thread (before `run()`, any thread counts).
+    public var inLoop: Bool { thread.map { pthread_equal($0, pthread_self()) != 0 } ?? true }
+
+    // MARK: - Watchers
+
+    /// Watches a descriptor; `onReadable` runs on the loop while it is readable (level-triggered).
+    /// A referenced watcher keeps the loop running.
+    public func watch(_ fd: Int32, referenced: Bool = true, onReadable: @escaping () -> Void) -> Watcher {
+        let id = nextWatcherID
+        nextWatcherID += 1
+        let w = Watcher(loop: self, id: id, fd: fd, onReadable: onReadable)
+        watchers[id] = w
+        var event = epoll_event(events: EPOLLIN.rawValue, data: epoll_data_t(u64: id))
+        if epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) != 0 {
+            // A regular file cannot be polled; treat it as always readable through a tick.
+            w.pollable = false
+        }
+        if referenced { w.ref() }
+        return w
+    }
+
+    fileprivate func update(_ w: Watcher) {
+        guard w.pollable, !w.cancelled else { return }
+        var mask = EPOLLIN.rawValue
+        if w.onWritable != nil { mask |= EPOLLOUT.rawValue }
+        var event = epoll_event(events: mask, data: epoll_data_t(u64: w.id))
+        epoll_ctl(epfd, EPOLL_CTL_MOD, w.fd, &event)
+    }
+
+    fileprivate func remove(_ w: Watcher) {
+        if w.pollable { epoll_ctl(epfd, EPOLL_CTL_DEL, w.fd, nil) }
+        watchers[w.id] = nil
+    }
+
+    fileprivate func adjustReferences(_ delta: Int) { referenced += delta }
+
+    // MARK: - Work
+
+    /// Runs `work` on the loop after the current callback returns (Node's `process.nextTick`).
+    public func nextTick(_ work: @escaping () -> Void) {
+        ticks.append(work)
+    }
+
+    /// Runs `work` on the loop from any thread.
+    public func submit(_ work: @escaping @Sendable () -> Void) {
+        submitted.withLock { $0.append(work) }
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    /// Keeps the loop running while an outside caller (such as an async API user) holds it.
+    public func retain() { keepAlive.add(1, ordering: .sequentiallyConsistent) }
+
+    /// Balances `retain()`.
+    public func release() {
+        keepAlive.subtract(1, ordering: .sequentiallyConsistent)
+        submit {}
+    }
+
+    /// Makes `run()` return after the current callback, whatever is still alive.
+    public func stop() { stopped = true }
+
+    private var alive: Bool {
+        !stopped && (referenced > 0 || !ticks.isEmpty || keepAlive.load(ordering: .sequentiallyConsistent) > 0
+            || !submitted.withLock { $0.isEmpty })
+    }
+
+    /// Runs callbacks on the calling thread until nothing keeps the loop alive.
+    public func run() {
+        thread = pthread_self()
+        var events = [epoll_event](repeating: epoll_event(), count: 64)
+        runTicks()
+        while alive {
+            let n = events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, 64, ticks.isEmpty ? -1 : 0) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                fatalError("epoll_wait: \(String(cString: strerror(errno)))")
+            }
+            // Readiness is collected first: a callback may cancel another watcher of the same batch.
+            let ready = (0..<Int(n)).map { (events[$0].data.u64, events[$0].events) }
+            for (id, mask) in ready {
+                if id == 0 {
+                    var value: UInt64 = 0
+                    _ = read(wakeFD, &value, 8)
+                    let work = submitted.withLock { w -> [@Sendable () -> Void] in
+                        defer { w.removeAll() }
+                        return w
+                    }
+                    for item in work {
+                        item()
+                        runTicks()
+                    }
+                    continue
+                }
+                guard let w = watchers[id], !w.cancelled else { continue }
+                if mask & (EPOLLIN.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 {
+                    w.onReadable()
+                    runTicks()
+                }
+                if mask & EPOLLOUT.rawValue != 0, !w.cancelled, let writable = w.onWritable {
+                    writable()
+                    runTicks()
+                }
+            }
+            runTicks()
+        }
+    }
+
+    private func runTicks() {
+        while !ticks.isEmpty {
+            let batch = ticks
+            ticks.removeAll()
+            for t in batch { t() }
+        }
+    }
+}
+
+/// A descriptor watched by an event loop.
+public final class Watcher {
+    unowned let loop: EventLoop
+    let id: UInt64
+    /// The watched descriptor.
+    public let fd: Int32
+    var onReadable: () -> Void
+    var onWritable: (() -> Void)?
+    var pollable = true
+    private(set) var cancelled = false
+    private var isReferenced = false
+
+    init(loop: EventLoop, id: UInt64, fd: Int32, onReadable: @escaping () -> Void) {
+        self.loop = loop
+        self.id = id
+        self.fd = fd
+        self.onReadable = onReadable
+    }
+
+    /// Keeps the loop alive while this watcher exists (Node's `ref()`).
+    public func ref() {
+        guard !isReferenced, !cancelled else { return }
+        isReferenced = true
+        loop.adjustReferences(1)
+    }
+
+    /// Lets the loop end even though this watcher exists (Node's `unref()`).
+    public func unref() {
+        guard isReferenced else { return }
+        isReferenced = false
+        loop.adjustReferences(-1)
+    }
+
+    /// Calls `body` when the descriptor is writable, until cleared with nil.
+    public func setWritable(_ body: (() -> Void)?) {
+        onWritable = body
+        loop.update(self)
+    }
+
+    /// Stops watching (the descriptor itself is not closed).
+    public func cancel() {
+        guard !cancelled else { return }
+        unref()
+        cancelled = true
+        loop.remove(self)
+    }
+}

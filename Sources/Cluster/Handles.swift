@@ -1,0 +1,220 @@
+import ClusterJSON
+import Foundation
+import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a worker asked the primary for: the parts of the handle key plus the options of whoever asked first.
+struct HandleRequest {
+    var address: String?
+    var port: Int
+    var type: AddressType
+    var fd: Int32?
+    var backlog: Int32
+    var ipv6Only: Bool
+    var reuseAddress: Bool
+
+    /// For a Unix path: the shorter of the absolute path and the path relative to the primary's cwd, so
+    /// that a path too long for `sun_path` still binds when its relative form fits (Node's rule).
+    var bindPath: String {
+        guard let path = address else { return "" }
+        let cwd = FileManager.default.currentDirectoryPath
+        if path.hasPrefix(cwd + "/") {
+            let relative = String(path.dropFirst(cwd.count + 1))
+            if relative.utf8.count < path.utf8.count { return relative }
+        }
+        return path
+    }
+}
+
+/// A server the primary shares between workers; one per handle key.
+protocol ServerHandle: AnyObject {
+    /// Adds a worker; `reply` gets an error, or the socket name (round-robin) or the descriptor to send
+    /// (shared). It may run at once.
+    func add(_ worker: Worker, reply: @escaping (ClusterError?, JSONValue?, Int32?) -> Void)
+    /// Removes a worker; true when it was the last one and the handle closed.
+    func remove(_ worker: Worker) -> Bool
+}
+
+/// The socket name a round-robin worker reports as its server's `address()`.
+func sockname(of fd: Int32) -> JSONValue? {
+    guard let a = SocketAddress.local(of: fd), a.family == AF_INET || a.family == AF_INET6 else { return nil }
+    return .object(JSONObject([("address", .string(a.host ?? "")), ("family", .string(familyName(a.family))),
+                               ("port", .number(Double(a.port)))]))
+}
+
+/// Round-robin (`SCHED_RR`): the primary listens and accepts; each connection goes to the worker that has
+/// been free longest; a worker is busy from the hand-off until it acknowledges. A refused connection goes
+/// to the next free worker; connections wait while none is free. (round_robin_handle.js)
+final class RoundRobinHandle: ServerHandle {
+    let key: String
+    private unowned let primary: Primary
+    private var listenFD: Int32 = -1
+    private var watcher: Watcher?
+    private var unixPath: String?
+    private var bindError: ClusterError?
+    private var all: [Int: Worker] = [:]
+    /// Free workers, longest free first.
+    private var free: [Int] = []
+    /// Accepted connections waiting for a free worker, oldest first.
+    private var pending: [Int32] = []
+    private var pendingHead = 0
+    /// Connections handed to a worker and not yet acknowledged: hand-off id → (worker id, descriptor).
+    private var inFlight: [Int: (worker: Int, fd: Int32)] = [:]
+    private var nextHandoff = 1
+
+    init(key: String, request: HandleRequest, primary: Primary) {
+        self.key = key
+        self.primary = primary
+        let result: Result<Int32, ClusterError>
+        switch request.type {
+        case .unix:
+            unixPath = request.bindPath
+            result = Sockets.listeningUnix(path: request.bindPath, backlog: request.backlog)
+        case .descriptor:
+            if let fd = request.fd, Sockets.type(of: fd) == Int32(SOCK_STREAM.rawValue) {
+                Sockets.setNonBlocking(fd)
+                result = listen(fd, request.backlog) == 0 ? .success(fd) : .failure(ClusterError(errno: errno, syscall: "listen"))
+            } else {
+                result = .failure(ClusterError(code: "EINVAL", errno: EINVAL, syscall: "listen", message: "descriptor \(request.fd ?? -1) is not a stream socket"))
+            }
+        default:
+            result = Sockets.listeningTCP(host: request.address, port: request.port, ipv6Only: request.ipv6Only, backlog: request.backlog)
+        }
+        switch result {
+        case .success(let fd):
+            listenFD = fd
+            watcher = primary.loop.watch(fd) { [unowned self] in acceptAll() }
+        case .failure(let e):
+            bindError = e
+        }
+    }
+
+    func add(_ worker: Worker, reply: @escaping (ClusterError?, JSONValue?, Int32?) -> Void) {
+        if let bindError {
+            reply(bindError, nil, nil)
+            return
+        }
+        all[worker.id] = worker
+        reply(nil, sockname(of: listenFD), nil)
+        handoff(to: worker)
+    }
+
+    func remove(_ worker: Worker) -> Bool {
+        guard all.removeValue(forKey: worker.id) != nil else { return false }
+        free.removeAll { $0 == worker.id }
+        // Connections in flight to this worker will never be acknowledged; close the primary's copies.
+        for (id, entry) in inFlight where entry.worker == worker.id {
+            close(entry.fd)
+            inFlight[id] = nil
+        }
+        guard all.isEmpty else { return false }
+        for fd in pending[pendingHead...] { close(fd) }
+        pending.removeAll()
+        pendingHead = 0
+        watcher?.cancel()
+        watcher = nil
+        if listenFD >= 0 { close(listenFD) }
+        listenFD = -1
+        if let unixPath { unlink(unixPath) }
+        return true
+    }
+
+    private func acceptAll() {
+        while let result = Sockets.accept(listenFD) {
+            // An accept error (EMFILE, ECONNABORTED) is skipped; the listener carries on.
+            if case .success(let fd) = result { distribute(fd) }
+            else { break }
+        }
+    }
+
+    private func distribute(_ fd: Int32) {
+        pending.append(fd)
+        guard !free.isEmpty, let worker = all[free.removeFirst()] else { return }
+        handoff(to: worker)
+    }
+
+    /// Gives the oldest waiting connection to `worker`, or marks it free.
+    private func handoff(to worker: Worker) {
+        guard all[worker.id] != nil else { return }
+        guard pendingHead < pending.count else {
+            pending.removeAll(keepingCapacity: true)
+            pendingHead = 0
+            if !free.contains(worker.id) { free.append(worker.id) }
+            return
+        }
+        let fd = pending[pendingHead]
+        pendingHead += 1
+        let id = nextHandoff
+        nextHandoff += 1
+        inFlight[id] = (worker.id, fd)
+        let message = JSONValue.object(JSONObject([("act", "newconn"), ("key", .string(key)), ("handoff", .number(Double(id)))]))
+        if case .failure = worker.channel.send(.control, message, fds: [fd]) {
+            // The worker is going away; the connection goes to someone else.
+            inFlight[id] = nil
+            pendingHead -= 1
+        }
+    }
+
+    /// The worker answered a hand-off.
+    func acknowledged(_ id: Int, accepted: Bool, by worker: Worker) {
+        guard let entry = inFlight.removeValue(forKey: id) else { return }
+        if accepted { close(entry.fd) } else { distribute(entry.fd) }
+        handoff(to: worker)
+    }
+}
+
+/// Shared handle (`SCHED_NONE`, and every UDP socket): the primary creates the socket once and sends it
+/// to each worker, which listens or receives on it itself. (shared_handle.js)
+final class SharedHandle: ServerHandle {
+    let key: String
+    private var fd: Int32 = -1
+    private var unixPath: String?
+    private var createError: ClusterError?
+    private var workers: [Int] = []
+
+    init(key: String, request: HandleRequest) {
+        self.key = key
+        let result: Result<Int32, ClusterError>
+        switch request.type {
+        case .udp4, .udp6:
+            result = Sockets.bound(udp: true, host: request.address ?? (request.type == .udp6 ? "::" : "0.0.0.0"),
+                                   port: request.port, ipv6Only: request.ipv6Only, reuseAddress: request.reuseAddress)
+        case .unix:
+            unixPath = request.bindPath
+            result = Sockets.boundUnix(path: request.bindPath)
+        case .descriptor:
+            if let fd = request.fd, Sockets.type(of: fd) != nil { result = .success(fd) }
+            else { result = .failure(ClusterError(code: "EINVAL", errno: EINVAL, syscall: "listen", message: "descriptor \(request.fd ?? -1) is not a socket")) }
+        default:
+            // libuv reports EADDRINUSE of a TCP bind only at listen time, so Node's primary keeps an unbound
+            // socket and each worker discovers the failure itself (a port mismatch): the same here.
+            result = Sockets.boundTCP(host: request.address, port: request.port, ipv6Only: request.ipv6Only, deferAddressInUse: true)
+        }
+        switch result {
+        case .success(let s): fd = s
+        case .failure(let e): createError = e
+        }
+    }
+
+    func add(_ worker: Worker, reply: @escaping (ClusterError?, JSONValue?, Int32?) -> Void) {
+        if let createError {
+            reply(createError, nil, nil)
+            return
+        }
+        workers.append(worker.id)
+        reply(nil, nil, fd)
+    }
+
+    func remove(_ worker: Worker) -> Bool {
+        guard let i = workers.firstIndex(of: worker.id) else { return false }
+        workers.remove(at: i)
+        guard workers.isEmpty else { return false }
+        if fd >= 0 { close(fd) }
+        fd = -1
+        if let unixPath { unlink(unixPath) }
+        return true
+    }
+}

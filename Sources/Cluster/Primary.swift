@@ -1,0 +1,392 @@
+import CSupport
+import ClusterJSON
+import Foundation
+import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The primary process's side of the cluster (Node's `cluster` in the primary): forks workers, owns the
+/// table of shared servers, and emits the cluster's events. Lives on one event loop; call it there.
+public final class Primary {
+    /// The loop everything runs on.
+    public let loop: EventLoop
+    /// `cluster.schedulingPolicy`: assignable until the first `setupPrimary()` or `fork()`, which freeze
+    /// the policy in force (later assignments change the property, not the behaviour).
+    public var schedulingPolicy: SchedulingPolicy
+    /// The policy frozen at the first setup.
+    private(set) var frozenPolicy: SchedulingPolicy?
+    /// `cluster.settings`; nil until the first `setupPrimary()` or `fork()`.
+    public private(set) var settings: ClusterSettings?
+    /// `cluster.workers`, by id.
+    public private(set) var workers: [Int: Worker] = [:]
+    private var nextID = 1
+    private var handles: [String: ServerHandle] = [:]
+    private var handlers: [(ClusterEvent) -> Void] = []
+    private var disconnectWaiters: [() -> Void] = []
+    private let environment: [String: String]
+
+    /// A primary on `loop`. The policy comes from `SWIFT_CLUSTER_SCHED_POLICY` (`rr`, `none`; anything
+    /// else is ignored), else the platform default: `none` on Windows (or `SWIFT_CLUSTER_PLATFORM=win32`),
+    /// `rr` elsewhere.
+    public init(loop: EventLoop, environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.loop = loop
+        self.environment = environment
+        schedulingPolicy = Primary.defaultPolicy(environment)
+    }
+
+    /// The policy a primary starts with, from its environment (Node's module-load rule).
+    public static func defaultPolicy(_ environment: [String: String]) -> SchedulingPolicy {
+        switch environment[ClusterEnvironment.schedulingPolicy] {
+        case "rr": return .roundRobin
+        case "none": return .none
+        default:
+            #if os(Windows)
+            return .none
+            #else
+            return environment[ClusterEnvironment.platform] == "win32" ? .none : .roundRobin
+            #endif
+        }
+    }
+
+    /// Registers a handler for every cluster event (`cluster.on(...)`), called on the loop.
+    public func on(_ handler: @escaping (ClusterEvent) -> Void) { handlers.append(handler) }
+
+    func emit(_ event: ClusterEvent) { for h in handlers { h(event) } }
+
+    /// The ids in `cluster.workers`, ascending.
+    public var workerIDs: [Int] { workers.keys.sorted() }
+
+    // MARK: - Setup and fork
+
+    /// `cluster.setupPrimary(settings)`: merges `update` into the settings (defaults on first use) and
+    /// emits `'setup'` on the next tick. The first call freezes the scheduling policy.
+    public func setupPrimary(_ update: SettingsUpdate = SettingsUpdate()) {
+        var s = settings ?? ClusterSettings(exec: Primary.currentExecutable(), args: Array(CommandLine.arguments.dropFirst()),
+                                            silent: false, cwd: nil)
+        if let exec = update.exec { s.exec = exec }
+        if let args = update.args { s.args = args }
+        if let silent = update.silent { s.silent = silent }
+        if let cwd = update.cwd { s.cwd = cwd }
+        settings = s
+        if frozenPolicy == nil { frozenPolicy = schedulingPolicy }
+        loop.nextTick { [self] in emit(.setup(s)) }
+    }
+
+    /// The resolved path of the running executable (`/proc/self/exe`).
+    public static func currentExecutable() -> String {
+        URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+    }
+
+    /// `cluster.fork(env)`: spawns a worker running the configured executable, with `env` over the
+    /// primary's environment and the worker id added. Returns the worker at once (state `none`); `'fork'`
+    /// is emitted on the next tick.
+    @discardableResult
+    public func fork(env: [String: String] = [:]) throws(ClusterError) -> Worker {
+        setupPrimary()
+        let s = settings!
+        let id = nextID
+        nextID += 1
+        var childEnv = ProcessInfo.processInfo.environment
+        for (k, v) in env { childEnv[k] = v }
+        childEnv[ClusterEnvironment.workerID] = String(id)
+
+        var pair: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+            throw ClusterError(errno: errno, syscall: "socketpair")
+        }
+        var stdio: [Int32] = [0, 1, 2]
+        var pipes: [(read: Int32, write: Int32)] = []
+        if s.silent {
+            // Node pipes all three; the worker's stdin then reads end of file.
+            for _ in 0..<3 {
+                var p: [Int32] = [-1, -1]
+                guard csupport_pipe_cloexec(&p) == 0 else { throw ClusterError(errno: errno, syscall: "pipe") }
+                pipes.append((p[0], p[1]))
+            }
+            stdio = [pipes[0].read, pipes[1].write, pipes[2].write]
+        }
+        var pid: pid_t = 0
+        let argv = [s.exec] + s.args
+        let rc = withCStringArray(argv) { cArgv in
+            withCStringArray(childEnv.map { "\($0.key)=\($0.value)" }.sorted()) { cEnv in
+                [pair[1]].withUnsafeBufferPointer { src in
+                    [ClusterEnvironment.channelFD].withUnsafeBufferPointer { dst in
+                        csupport_spawn(&pid, s.exec, cArgv, cEnv, s.cwd, stdio, src.baseAddress, dst.baseAddress, 1, 0)
+                    }
+                }
+            }
+        }
+        close(pair[1])
+        if s.silent {
+            close(pipes[0].read); close(pipes[1].write); close(pipes[2].write)
+            close(pipes[0].write)
+        }
+        guard rc == 0 else {
+            close(pair[0])
+            if s.silent { close(pipes[1].read); close(pipes[2].read) }
+            throw ClusterError(errno: rc, syscall: "spawn \(s.exec)")
+        }
+        let worker = Worker(id: id, pid: pid, primary: self, channel: Channel(fd: pair[0], loop: loop),
+                            stdout: s.silent ? pipes[1].read : nil, stderr: s.silent ? pipes[2].read : nil)
+        workers[id] = worker
+        worker.start()
+        loop.nextTick { [self] in emit(.fork(worker)) }
+        return worker
+    }
+
+    /// `cluster.disconnect(callback)`: disconnects every connected worker; `callback` runs once the
+    /// workers table has emptied and a further worker leaves (Node's rule), or on the next tick when
+    /// there are no workers.
+    public func disconnect(_ callback: (() -> Void)? = nil) {
+        if workers.isEmpty {
+            loop.nextTick { [self] in tableEmptied() }
+        } else {
+            for w in workers.values.sorted(by: { $0.id < $1.id }) where w.isConnected {
+                w.disconnect()
+            }
+        }
+        if let callback { disconnectWaiters.append(callback) }
+    }
+
+    private func tableEmptied() {
+        let waiters = disconnectWaiters
+        disconnectWaiters.removeAll()
+        waiters.forEach { $0() }
+    }
+
+    // MARK: - Worker bookkeeping (primary.js removeWorker / removeHandlesForWorker)
+
+    func removeWorker(_ worker: Worker) {
+        workers[worker.id] = nil
+        if workers.isEmpty { tableEmptied() }
+    }
+
+    func removeHandles(for worker: Worker) {
+        for (key, handle) in handles where handle.remove(worker) {
+            handles[key] = nil
+        }
+    }
+
+    // MARK: - Control messages from workers
+
+    func received(_ message: JSONValue, fds: [Int32], from worker: Worker) {
+        fds.forEach { close($0) }  // workers send no descriptors on the control channel
+        switch message["act"]?.stringValue {
+        case "online":
+            worker.state = .online
+            worker.emit(.online)
+            emit(.online(worker))
+        case "queryServer":
+            queryServer(message, from: worker)
+        case "listening":
+            worker.state = .listening
+            let info = ListeningAddress(address: message["address"]?.stringValue, port: message["port"]?.intValue ?? 0,
+                                        addressType: AddressType(json: message["addressType"]) ?? .descriptor,
+                                        fd: message["fd"]?.intValue.map(Int32.init))
+            worker.emit(.listening(info))
+            emit(.listening(worker, info))
+        case "exitedAfterDisconnect":
+            worker.exitedAfterDisconnect = true
+            reply(to: worker, message, [:])
+        case "close":
+            if let key = message["key"]?.stringValue, let handle = handles[key], handle.remove(worker) {
+                handles[key] = nil
+            }
+        case "accepted":
+            if let key = message["key"]?.stringValue, let handle = handles[key] as? RoundRobinHandle,
+               let id = message["handoff"]?.intValue {
+                handle.acknowledged(id, accepted: message["accepted"]?.boolValue ?? false, by: worker)
+            }
+        default:
+            break  // unknown actions are ignored, as Node does
+        }
+    }
+
+    func reply(to worker: Worker, _ request: JSONValue, _ fields: [String: JSONValue], fd: Int32? = nil) {
+        var object = JSONObject([("act", .string("reply")), ("ack", request["seq"] ?? .null)])
+        for (k, v) in fields.sorted(by: { $0.key < $1.key }) { object[k] = v }
+        worker.channel.send(.control, .object(object), fds: fd.map { [$0] } ?? [])
+    }
+
+    /// A worker asks for a server (primary.js `queryServer`).
+    private func queryServer(_ message: JSONValue, from worker: Worker) {
+        // A worker that is being disconnected gets no answer at all (Node's rule).
+        if worker.exitedAfterDisconnect == true { return }
+        guard let type = AddressType(json: message["addressType"]) else { return }
+        let address = message["address"]?.stringValue
+        let port = message["port"]?.intValue ?? 0
+        let fd = message["fd"]?.intValue.map(Int32.init)
+        let index = message["index"]?.intValue ?? 0
+        let key = "\(address ?? "null"):\(port):\(type.json.jsonText):\(fd.map(String.init) ?? "undefined"):\(index)"
+        let handle: ServerHandle
+        if let existing = handles[key] {
+            handle = existing
+        } else {
+            let request = HandleRequest(address: address, port: port, type: type, fd: fd,
+                                        backlog: Int32(message["backlog"]?.intValue ?? 511),
+                                        ipv6Only: message["ipv6Only"]?.boolValue ?? false,
+                                        reuseAddress: message["reuseAddr"]?.boolValue ?? false)
+            if frozenPolicy == .none || type.isUDP {
+                handle = SharedHandle(key: key, request: request)
+            } else {
+                handle = RoundRobinHandle(key: key, request: request, primary: self)
+            }
+            handles[key] = handle
+        }
+        handle.add(worker) { [self] error, sockname, sharedFD in
+            if error != nil, handles[key] === handle { handles[key] = nil }
+            var fields: [String: JSONValue] = ["key": .string(key)]
+            if let error { fields["errno"] = .string(error.code) }
+            if let sockname { fields["sockname"] = sockname }
+            reply(to: worker, message, fields, fd: sharedFD)
+        }
+    }
+}
+
+/// A worker as the primary sees it (Node's `cluster.Worker` in the primary).
+public final class Worker {
+    /// `worker.id`: 1, 2, … in fork order, never reused.
+    public let id: Int
+    /// The worker's process id (`worker.process.pid`).
+    public let pid: pid_t
+    /// `worker.state`.
+    public internal(set) var state: WorkerState = .none
+    /// `worker.exitedAfterDisconnect`: nil until the worker disconnects or exits; then true if the exit
+    /// was asked for with `disconnect()` (from either side) or a worker-side `kill()`.
+    public internal(set) var exitedAfterDisconnect: Bool?
+    /// The read end of the worker's stdout when it was forked `silent`.
+    public let standardOutput: Int32?
+    /// The read end of the worker's stderr when it was forked `silent`.
+    public let standardError: Int32?
+    let channel: Channel
+    unowned let primary: Primary
+    private var handlers: [(WorkerEvent) -> Void] = []
+    private var exitWatcher: Watcher?
+    private var pidfd: Int32 = -1
+    /// How the process ended, once it did.
+    public private(set) var termination: (code: Int?, signal: String?)?
+
+    init(id: Int, pid: pid_t, primary: Primary, channel: Channel, stdout: Int32?, stderr: Int32?) {
+        self.id = id
+        self.pid = pid
+        self.primary = primary
+        self.channel = channel
+        self.standardOutput = stdout
+        self.standardError = stderr
+    }
+
+    func start() {
+        channel.onFrame = { [unowned self] kind, value, fds in
+            switch kind {
+            case .control: primary.received(value, fds: fds, from: self)
+            case .user:
+                fds.forEach { close($0) }
+                if isInternal(value) { return }
+                emit(.message(value))
+                primary.emit(.message(self, value))
+            }
+        }
+        channel.onClose = { [unowned self] in channelClosed() }
+        pidfd = csupport_pidfd_open(pid)
+        if pidfd >= 0 {
+            exitWatcher = primary.loop.watch(pidfd) { [unowned self] in reap() }
+        }
+    }
+
+    /// `worker.isConnected()`: the IPC channel is open.
+    public var isConnected: Bool { channel.isOpen }
+
+    /// `worker.isDead()`: the process has ended.
+    public var isDead: Bool { termination != nil }
+
+    /// Registers a handler for this worker's events (`worker.on(...)`), called on the loop before the
+    /// cluster-level event of the same name.
+    public func on(_ handler: @escaping (WorkerEvent) -> Void) { handlers.append(handler) }
+
+    func emit(_ event: WorkerEvent) { for h in handlers { h(event) } }
+
+    /// `worker.send(message)`: false when the channel is closed, and an `'error'` event follows
+    /// (`ERR_IPC_CHANNEL_CLOSED`).
+    @discardableResult
+    public func send(_ message: JSONValue) -> Bool {
+        switch channel.send(.user, message) {
+        case .success: return true
+        case .failure(let error):
+            primary.loop.nextTick { [self] in emit(.error(error)) }
+            return false
+        }
+    }
+
+    /// `worker.disconnect()`: asks the worker to close its servers and its channel, withdraws it from every
+    /// shared server at once, and removes it from `cluster.workers`. Returns the worker.
+    @discardableResult
+    public func disconnect() -> Worker {
+        exitedAfterDisconnect = true
+        channel.send(.control, .object(JSONObject([("act", "disconnect")])))
+        primary.removeHandles(for: self)
+        primary.removeWorker(self)
+        return self
+    }
+
+    /// `worker.kill(signal)` (also `destroy`): sends the signal (default SIGTERM) at once, as Node 20 does.
+    public func kill(_ signal: Int32 = SIGTERM) {
+        if termination == nil { Glibc.kill(pid, signal) }
+    }
+
+    private func channelClosed() {
+        if isDead {
+            primary.removeHandles(for: self)
+            primary.removeWorker(self)
+        }
+        exitedAfterDisconnect = exitedAfterDisconnect ?? false
+        state = .disconnected
+        emit(.disconnect)
+        primary.emit(.disconnect(self))
+    }
+
+    private func reap() {
+        var status: Int32 = 0
+        let r = waitpid(pid, &status, WNOHANG)
+        guard r == pid else {
+            if r < 0 && errno == ECHILD { finish(code: nil, signal: nil) }
+            return
+        }
+        if csupport_wifexited(status) != 0 {
+            finish(code: Int(csupport_wexitstatus(status)), signal: nil)
+        } else if csupport_wifsignaled(status) != 0 {
+            finish(code: nil, signal: Signals.name(csupport_wtermsig(status)))
+        }
+    }
+
+    private func finish(code: Int?, signal: String?) {
+        exitWatcher?.cancel()
+        exitWatcher = nil
+        close(pidfd)
+        // Whatever the worker sent before it died is delivered before its 'exit'.
+        channel.drain()
+        termination = (code, signal)
+        if !isConnected {
+            primary.removeHandles(for: self)
+            primary.removeWorker(self)
+        }
+        exitedAfterDisconnect = exitedAfterDisconnect ?? false
+        state = .dead
+        emit(.exit(code: code, signal: signal))
+        primary.emit(.exit(self, code: code, signal: signal))
+    }
+}
+
+/// Whether a user message belongs to the internal namespace (an object whose `cmd` starts with `NODE_`),
+/// which Node never delivers to user listeners.
+func isInternal(_ message: JSONValue) -> Bool {
+    message["cmd"]?.stringValue?.hasPrefix("NODE_") == true
+}
+
+/// Calls `body` with a NULL-terminated array of C strings that live for the call.
+func withCStringArray<R>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> R) -> R {
+    let pointers = strings.map { strdup($0) } + [nil]
+    defer { pointers.forEach { free($0) } }
+    return body(pointers)
+}

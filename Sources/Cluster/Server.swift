@@ -1,0 +1,300 @@
+import ClusterJSON
+import Foundation
+import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a stream server listens on (the forms of Node's `server.listen()`).
+public enum ListenTarget: Sendable, Hashable {
+    /// `listen({host, port, ipv6Only})`; a nil host listens on every address (`::`, dual-stack).
+    case tcp(host: String?, port: Int, ipv6Only: Bool = false)
+    /// `listen(path)`: a Unix socket; a relative path is relative to the current directory.
+    case unix(path: String)
+    /// `listen({fd})`: in a worker, a descriptor **of the primary**.
+    case fd(Int32)
+    /// `listen(handle)`: a socket this process made itself; the primary is not involved.
+    case handle(Int32)
+}
+
+/// A server's address (`server.address()`).
+public enum ServerAddress: Sendable, Hashable {
+    /// A TCP or UDP address: `{address, family, port}`.
+    case inet(address: String, family: String, port: Int)
+    /// A Unix socket's path.
+    case path(String)
+}
+
+/// A stream server (Node's `net.Server`). In a worker, listening goes through the primary unless it is
+/// `exclusive` or a `.handle`; connections then arrive handed off by the primary (round-robin) or accepted
+/// here on the shared socket. Lives on one event loop; call it there.
+public final class Server {
+    /// The loop everything runs on.
+    public let loop: EventLoop
+    private let cluster: ClusterWorker?
+    /// `server.maxConnections`; nil or 0 means no limit (Node 20 tests it for truthiness).
+    public var maxConnections: Int?
+    /// Called with each accepted connection (`'connection'`); the callee owns it.
+    public var onConnection: (Connection) -> Void = { $0.close() }
+    /// Called once the server listens (`'listening'`).
+    public var onListening: () -> Void = {}
+    /// Called with a listen error (`'error'`), e.g. `EADDRINUSE`.
+    public var onError: (ClusterError) -> Void = { _ in }
+    /// Called when the server has closed and its last connection ended (`'close'`).
+    public var onClose: () -> Void = {}
+    /// Connections accepted and not yet closed (`server.getConnections()`).
+    public private(set) var connectionCount = 0
+
+    private enum Mode { case idle, pending, listening, closing, closed }
+    private var mode = Mode.idle
+    private var listenFD: Int32 = -1
+    private var watcher: Watcher?
+    private var unlinkPath: String?
+    private var clustered: (key: String, ticket: ClusterWorker.Ticket)?
+    private var roundRobinAddress: ServerAddress?
+    private var closeCallbacks: [(ClusterError?) -> Void] = []
+
+    /// A server on `loop`; `cluster` is this process's worker runtime when it is a worker.
+    public init(loop: EventLoop, cluster: ClusterWorker? = nil) {
+        self.loop = loop
+        self.cluster = cluster
+    }
+
+    /// Whether the server is listening.
+    public var isListening: Bool { mode == .listening }
+
+    /// `server.address()`; nil unless listening.
+    public func address() -> ServerAddress? {
+        guard mode == .listening else { return nil }
+        if let roundRobinAddress { return roundRobinAddress }
+        guard let a = SocketAddress.local(of: listenFD) else { return nil }
+        if a.family == AF_UNIX { return .path(a.host ?? "") }
+        return .inet(address: a.host ?? "", family: familyName(a.family), port: a.port)
+    }
+
+    // MARK: - Listen (net.js listenInCluster)
+
+    /// `server.listen(...)`. In a worker, `.tcp`, `.unix` and `.fd` go through the primary unless
+    /// `exclusive` (`.fd` always does); `.handle` never does.
+    public func listen(_ target: ListenTarget, exclusive: Bool = false, backlog: Int32 = 511) {
+        guard mode == .idle || mode == .closed else {
+            let e = ClusterError(code: "ERR_SERVER_ALREADY_LISTEN", message: "Listen method has been called more than once without closing.")
+            loop.nextTick { [self] in onError(e) }
+            return
+        }
+        mode = .pending
+        roundRobinAddress = nil
+        switch target {
+        case .handle(let fd):
+            Sockets.setNonBlocking(fd)
+            if Glibc.listen(fd, backlog) != 0 { fail(ClusterError(errno: errno, syscall: "listen")); return }
+            listening(on: fd)
+        case .fd(let fd):
+            if let cluster {
+                listenThroughPrimary(cluster, .init(address: nil, port: 0, addressType: .descriptor, fd: fd, backlog: backlog), requestedPort: 0)
+            } else {
+                Sockets.setNonBlocking(fd)
+                if Glibc.listen(fd, backlog) != 0 { fail(ClusterError(errno: errno, syscall: "listen")); return }
+                listening(on: fd)
+            }
+        case .tcp(let host, let port, let ipv6Only):
+            var resolved: (address: String, family: Int)?
+            if let host {
+                guard let r = Sockets.resolve(host) else {
+                    fail(ClusterError(code: "ENOTFOUND", syscall: "getaddrinfo", message: "getaddrinfo ENOTFOUND \(host)"))
+                    return
+                }
+                resolved = r
+            }
+            if let cluster, !exclusive {
+                // A listen without host asks for address null, addressType 4 (Node's rule).
+                var query = ClusterWorker.Query(address: resolved?.address, port: port,
+                                                addressType: resolved?.family == 6 ? .ipv6 : .ipv4, fd: nil, backlog: backlog)
+                query.ipv6Only = host != nil && ipv6Only
+                listenThroughPrimary(cluster, query, requestedPort: port)
+            } else {
+                switch Sockets.listeningTCP(host: resolved?.address, port: port, ipv6Only: ipv6Only, backlog: backlog) {
+                case .success(let fd): listening(on: fd)
+                case .failure(let e): fail(ClusterError(code: e.code, errno: e.errno, syscall: "listen", message: e.message))
+                }
+            }
+        case .unix(let path):
+            let absolute = URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL.path
+            if let cluster, !exclusive {
+                listenThroughPrimary(cluster, .init(address: absolute, port: -1, addressType: .unix, fd: nil, backlog: backlog), requestedPort: -1)
+            } else {
+                switch Sockets.listeningUnix(path: path, backlog: backlog) {
+                case .success(let fd):
+                    unlinkPath = path
+                    listening(on: fd)
+                case .failure(let e): fail(ClusterError(code: e.code, errno: e.errno, syscall: "listen", message: e.message))
+                }
+            }
+        }
+    }
+
+    private func fail(_ error: ClusterError) {
+        mode = .idle
+        loop.nextTick { [self] in onError(error) }
+    }
+
+    private func listening(on fd: Int32, then report: (() -> Void)? = nil) {
+        listenFD = fd
+        mode = .listening
+        watcher = loop.watch(fd) { [unowned self] in acceptAll() }
+        loop.nextTick { [self] in
+            guard mode == .listening else { return }
+            onListening()
+            report?()
+        }
+    }
+
+    private func listenThroughPrimary(_ cluster: ClusterWorker, _ query: ClusterWorker.Query, requestedPort: Int) {
+        _ = cluster.queryServer(query) { [self] ticket, grant in
+            switch grant {
+            case .failed(let error):
+                fail(error)
+            case .roundRobin(let key, let sockname):
+                clustered = (key, ticket)
+                cluster.track(key: key) { [unowned self] done in close { _ in done() } }
+                cluster.registerRoundRobin(self, key: key)
+                if let s = sockname, let address = s["address"]?.stringValue, let port = s["port"]?.intValue {
+                    roundRobinAddress = .inet(address: address, family: s["family"]?.stringValue ?? "IPv4", port: port)
+                } else if let path = query.address, query.addressType == .unix {
+                    roundRobinAddress = .path(path)
+                }
+                mode = .listening
+                // The faux handle keeps the process alive as a real server would.
+                loop.retain()
+                let port = roundRobinAddress.flatMap { if case .inet(_, _, let p) = $0 { p } else { nil } } ?? requestedPort
+                loop.nextTick { [self] in
+                    guard mode == .listening else { return }
+                    onListening()
+                    cluster.reportListening(ticket, port: port)
+                }
+            case .shared(let key, let fd):
+                clustered = (key, ticket)
+                cluster.track(key: key) { [unowned self] done in
+                    if mode == .listening || mode == .pending { close { _ in done() } } else {
+                        Glibc.close(fd)
+                        cluster.released(key: key, ticket: ticket)
+                        done()
+                    }
+                }
+                // The socket was bound for the requested port; any other port means the bind failed in the
+                // primary (net.js checkBindError).
+                if requestedPort > 0, SocketAddress.local(of: fd)?.port != requestedPort {
+                    fail(ClusterError(code: "EADDRINUSE", errno: EADDRINUSE, syscall: "bind",
+                                      message: "bind EADDRINUSE \(query.address ?? "null"):\(requestedPort)"))
+                    return
+                }
+                Sockets.setNonBlocking(fd)
+                if Glibc.listen(fd, query.backlog) != 0 {
+                    fail(ClusterError(errno: errno, syscall: "listen"))
+                    return
+                }
+                let port = SocketAddress.local(of: fd)?.port ?? requestedPort
+                listening(on: fd) { cluster.reportListening(ticket, port: port) }
+            }
+        }
+    }
+
+    // MARK: - Connections
+
+    /// Whether a handed-off connection would be taken now (not closing, below `maxConnections`).
+    var canAcceptHandoff: Bool {
+        mode == .listening && !atLimit
+    }
+
+    private var atLimit: Bool { (maxConnections ?? 0) > 0 && connectionCount >= maxConnections! }
+
+    func adopt(connection fd: Int32) {
+        Sockets.setNonBlocking(fd)
+        connectionCount += 1
+        onConnection(Connection(fd: fd, server: self))
+    }
+
+    private func acceptAll() {
+        while mode == .listening, let result = Sockets.accept(listenFD) {
+            guard case .success(let fd) = result else { return }
+            // Over the limit, a server that accepts itself drops the connection ('drop').
+            if atLimit { Glibc.close(fd); continue }
+            connectionCount += 1
+            onConnection(Connection(fd: fd, server: self))
+        }
+    }
+
+    fileprivate func connectionEnded() {
+        connectionCount -= 1
+        if mode == .closing && connectionCount == 0 { finishClose() }
+    }
+
+    // MARK: - Close
+
+    /// `server.close(callback)`: stops listening at once; `'close'` and the callback follow when the last
+    /// connection has ended. A server that is not listening calls back with `ERR_SERVER_NOT_RUNNING`.
+    public func close(_ callback: ((ClusterError?) -> Void)? = nil) {
+        guard mode == .listening || mode == .pending else {
+            let e = ClusterError(code: "ERR_SERVER_NOT_RUNNING", message: "Server is not running.")
+            if let callback { loop.nextTick { callback(e) } }
+            return
+        }
+        if let callback { closeCallbacks.append(callback) }
+        let wasRoundRobin = roundRobinAddress != nil || (clustered != nil && listenFD < 0)
+        watcher?.cancel()
+        watcher = nil
+        if listenFD >= 0 { Glibc.close(listenFD) }
+        listenFD = -1
+        if let unlinkPath { unlink(unlinkPath) }
+        unlinkPath = nil
+        if let (key, ticket) = clustered {
+            cluster?.released(key: key, ticket: ticket)
+            if wasRoundRobin { loop.release() }
+        }
+        clustered = nil
+        mode = .closing
+        if connectionCount == 0 { finishClose() }
+    }
+
+    private func finishClose() {
+        mode = .closed
+        let callbacks = closeCallbacks
+        closeCallbacks.removeAll()
+        loop.nextTick { [self] in
+            onClose()
+            callbacks.forEach { $0(nil) }
+        }
+    }
+}
+
+/// An accepted connection of a `Server` (the descriptor of Node's `net.Socket`). Close it, or `detach()` it
+/// to hand the descriptor to other code (SwiftNIO, say) and stop the server counting it.
+public final class Connection {
+    /// The connected socket (non-blocking, close-on-exec).
+    public let fd: Int32
+    private weak var server: Server?
+    /// Whether `close()` or `detach()` was called.
+    public private(set) var isClosed = false
+
+    init(fd: Int32, server: Server) {
+        self.fd = fd
+        self.server = server
+    }
+
+    /// Closes the socket; the server's connection count drops.
+    public func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        Glibc.close(fd)
+        server?.connectionEnded()
+    }
+
+    /// Gives up the descriptor to the caller, who must close it; the server stops counting it.
+    public func detach() -> Int32 {
+        guard !isClosed else { return -1 }
+        isClosed = true
+        server?.connectionEnded()
+        return fd
+    }
+}

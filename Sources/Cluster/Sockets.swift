@@ -1,0 +1,154 @@
+import CSupport
+import Foundation
+import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An error of the cluster API, carrying the Node-style `code` (`EADDRINUSE`, `ERR_IPC_CHANNEL_CLOSED`, …),
+/// the errno when a system call failed, and the call's name.
+public struct ClusterError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The Node-style code: an errno name or an `ERR_…` code.
+    public var code: String
+    /// The errno, when a system call failed.
+    public var errno: Int32?
+    /// The failing system call as Node names it (`bind`, `listen`, `write`), when there is one.
+    public var syscall: String?
+    /// A sentence for people.
+    public var message: String
+
+    /// An error with a Node-style code.
+    public init(code: String, errno: Int32? = nil, syscall: String? = nil, message: String) {
+        self.code = code
+        self.errno = errno
+        self.syscall = syscall
+        self.message = message
+    }
+
+    /// The error of a failed system call.
+    public init(errno: Int32, syscall: String) {
+        self.init(code: errnoName(errno), errno: errno, syscall: syscall,
+                  message: "\(syscall) \(errnoName(errno)): \(String(cString: strerror(errno)))")
+    }
+
+    public var description: String { "\(code): \(message)" }
+}
+
+/// Socket calls, each returning a `ClusterError` with the errno on failure. Descriptors are close-on-exec
+/// and non-blocking.
+enum Sockets {
+    /// The address family and numeric address for a host as Node resolves listen hosts (numeric, or
+    /// `localhost`).
+    static func resolve(_ host: String) -> (address: String, family: Int)? {
+        if host == "localhost" { return ("127.0.0.1", 4) }
+        if SocketAddress(host: host, port: 0)?.family == AF_INET { return (host, 4) }
+        if SocketAddress(host: host, port: 0)?.family == AF_INET6 { return (host, 6) }
+        return nil
+    }
+
+    static func setNonBlocking(_ fd: Int32) {
+        let flags = fcntl(fd, F_GETFL)
+        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+    }
+
+    /// A TCP or UDP socket bound to `host:port` (not listening). `deferAddressInUse` mirrors libuv's TCP
+    /// bind, which reports EADDRINUSE only at listen time: the unbound socket is returned instead.
+    static func bound(udp: Bool, host: String, port: Int, ipv6Only: Bool = false, reuseAddress: Bool = false,
+                      deferAddressInUse: Bool = false) -> Result<Int32, ClusterError> {
+        guard let address = SocketAddress(host: host, port: port) else {
+            return .failure(ClusterError(code: "EINVAL", errno: EINVAL, syscall: "bind", message: "not a numeric address: \(host)"))
+        }
+        let type = (udp ? Int32(SOCK_DGRAM.rawValue) : Int32(SOCK_STREAM.rawValue)) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
+        let fd = socket(address.family, type, 0)
+        guard fd >= 0 else { return .failure(ClusterError(errno: errno, syscall: "socket")) }
+        var one: Int32 = 1
+        if !udp || reuseAddress {
+            // TCP servers reuse TIME_WAIT addresses as libuv does; UDP only when asked (reuseAddr).
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
+        if address.family == AF_INET6 {
+            var v6only: Int32 = ipv6Only ? 1 : 0
+            setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &v6only, socklen_t(MemoryLayout<Int32>.size))
+        }
+        if address.withSockaddr({ bind(fd, $0, $1) }) != 0 {
+            let e = errno
+            if deferAddressInUse && e == EADDRINUSE { return .success(fd) }
+            close(fd)
+            return .failure(ClusterError(errno: e, syscall: "bind"))
+        }
+        return .success(fd)
+    }
+
+    /// A bound (not listening) TCP socket; with no host, the dual-stack `::` (falling back to `0.0.0.0`),
+    /// as Node binds a host-less listen.
+    static func boundTCP(host: String?, port: Int, ipv6Only: Bool, deferAddressInUse: Bool = false) -> Result<Int32, ClusterError> {
+        if let host { return bound(udp: false, host: host, port: port, ipv6Only: ipv6Only, deferAddressInUse: deferAddressInUse) }
+        switch bound(udp: false, host: "::", port: port, deferAddressInUse: deferAddressInUse) {
+        case .failure(let e) where e.code == "EAFNOSUPPORT" || e.code == "EADDRNOTAVAIL":
+            return bound(udp: false, host: "0.0.0.0", port: port, deferAddressInUse: deferAddressInUse)
+        case let other: return other
+        }
+    }
+
+    /// A listening TCP socket on `host:port` (see `boundTCP`).
+    static func listeningTCP(host: String?, port: Int, ipv6Only: Bool, backlog: Int32) -> Result<Int32, ClusterError> {
+        switch boundTCP(host: host, port: port, ipv6Only: ipv6Only) {
+        case .failure(let e): return .failure(e)
+        case .success(let fd):
+            if listen(fd, backlog) != 0 {
+                let e = errno
+                close(fd)
+                return .failure(ClusterError(errno: e, syscall: "listen"))
+            }
+            return .success(fd)
+        }
+    }
+
+    /// A Unix stream socket bound at `path` (not listening).
+    static func boundUnix(path: String) -> Result<Int32, ClusterError> {
+        guard let address = SocketAddress(path: path) else {
+            return .failure(ClusterError(code: "ENAMETOOLONG", errno: ENAMETOOLONG, syscall: "bind", message: "path too long for a Unix socket: \(path)"))
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { return .failure(ClusterError(errno: errno, syscall: "socket")) }
+        if address.withSockaddr({ bind(fd, $0, $1) }) != 0 {
+            let e = errno
+            close(fd)
+            return .failure(ClusterError(errno: e, syscall: "bind"))
+        }
+        return .success(fd)
+    }
+
+    /// A listening Unix socket at `path`.
+    static func listeningUnix(path: String, backlog: Int32) -> Result<Int32, ClusterError> {
+        switch boundUnix(path: path) {
+        case .failure(let e): return .failure(e)
+        case .success(let fd):
+            if listen(fd, backlog) != 0 {
+                let e = errno
+                close(fd)
+                return .failure(ClusterError(errno: e, syscall: "listen"))
+            }
+            return .success(fd)
+        }
+    }
+
+    /// The kind of socket a descriptor is: `SOCK_STREAM` or `SOCK_DGRAM`, nil if not a socket.
+    static func type(of fd: Int32) -> Int32? {
+        var type: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 ? type : nil
+    }
+
+    /// Accepts one connection, non-blocking and close-on-exec; nil when none is pending.
+    static func accept(_ fd: Int32) -> Result<Int32, ClusterError>? {
+        let c = csupport_accept(fd, 1)
+        if c >= 0 { return .success(c) }
+        if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return nil }
+        return .failure(ClusterError(errno: errno, syscall: "accept"))
+    }
+}
+
+/// Node's name for an address family number.
+func familyName(_ family: Int32) -> String { family == AF_INET6 ? "IPv6" : family == AF_INET ? "IPv4" : "unix" }
