@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "cluster-conformance", targets: ["cluster-conformance"]),
+        .executable(name: "cluster-fixture", targets: ["cluster-fixture"]),
         .library(name: "ClusterSpec", targets: ["ClusterSpec"]),
         .library(name: "ClusterConformance", targets: ["ClusterConformance"]),
         .library(name: "Cluster", targets: ["Cluster"]),
@@ -31,6 +32,13 @@ let package = Package(
         .target(name: "ClusterConformance", dependencies: ["ClusterSpec", "CSupport", "SystemSupport"]),
         // The native Swift implementation of the node:cluster model.
         .target(name: "Cluster", dependencies: ["ClusterJSON", "CSupport", "SystemSupport"]),
+        // The Swift implementation's fixture: speaks fixtures/PROTOCOL.md and drives Cluster.
+        .executableTarget(
+            name: "cluster-fixture",
+            dependencies: ["Cluster", "ClusterJSON", "SystemSupport"],
+            path: "fixtures/swift",
+            exclude: ["implementation.yaml"]
+        ),
         .executableTarget(
             name: "cluster-conformance",
             dependencies: [

@@ -153,10 +153,11 @@ public enum WorkerEvent {
 
 /// Names shared by the primary and its workers.
 public enum ClusterEnvironment {
-    /// Set in a worker's environment to its id; removed at start-up (Node's `NODE_UNIQUE_ID`).
-    public static let workerID = "SWIFT_CLUSTER_WORKER_ID"
-    /// Chooses the scheduling policy: `rr` or `none` (Node's `NODE_CLUSTER_SCHED_POLICY`).
-    public static let schedulingPolicy = "SWIFT_CLUSTER_SCHED_POLICY"
+    /// Set in a worker's environment to its id and removed at start-up; the same name as Node's, so a
+    /// process is a worker under the same rule.
+    public static let workerID = "NODE_UNIQUE_ID"
+    /// Chooses the scheduling policy, `rr` or `none`; the same name as Node's.
+    public static let schedulingPolicy = "NODE_CLUSTER_SCHED_POLICY"
     /// Simulates another platform's defaults (`win32`: policy `none`), for tests.
     public static let platform = "SWIFT_CLUSTER_PLATFORM"
     /// The descriptor of a worker's IPC channel (Node's `NODE_CHANNEL_FD` is 3 as well).
@@ -178,5 +179,21 @@ public enum ProcessExit {
             hooks.forEach { $0(code) }
         }
         Glibc.exit(code)
+    }
+}
+
+/// The library's version, reported by fixtures and tools.
+public enum ClusterVersion {
+    /// Semantic version of the Cluster library.
+    public static let string = "0.1.0"
+    /// The Swift compiler it was built with.
+    public static var compiler: String {
+        #if compiler(>=6.3)
+        "6.3"
+        #elseif compiler(>=6.2)
+        "6.2"
+        #else
+        "6"
+        #endif
     }
 }

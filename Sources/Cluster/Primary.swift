@@ -27,7 +27,7 @@ public final class Primary {
     private var disconnectWaiters: [() -> Void] = []
     private let environment: [String: String]
 
-    /// A primary on `loop`. The policy comes from `SWIFT_CLUSTER_SCHED_POLICY` (`rr`, `none`; anything
+    /// A primary on `loop`. The policy comes from `NODE_CLUSTER_SCHED_POLICY` (`rr`, `none`; anything
     /// else is ignored), else the platform default: `none` on Windows (or `SWIFT_CLUSTER_PLATFORM=win32`),
     /// `rr` elsewhere.
     public init(loop: EventLoop, environment: [String: String] = ProcessInfo.processInfo.environment) {

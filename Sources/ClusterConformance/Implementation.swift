@@ -52,7 +52,8 @@ public struct Implementation: Sendable {
             throw ImplementationError("\(file): 'command' must be a non-empty list")
         }
         let argv: [String] = items.compactMap { if case .scalar(let s, _) = $0.content { return s } else { return nil } }
-        var impl = Implementation(command: argv.map { resolve($0, in: directory) }, name: name)
+        var impl = Implementation(command: [resolveProgram(argv[0], in: directory)] + argv.dropFirst().map { resolve($0, in: directory) },
+                                  name: name)
         impl.description = field("description")
         impl.policyEnv = field("policyEnv")
         impl.platformEnv = field("platformEnv")
@@ -66,6 +67,17 @@ public struct Implementation: Sendable {
         let candidate = URL(fileURLWithPath: directory).appendingPathComponent(arg).standardizedFileURL.path
         if arg.contains("/") || FileManager.default.fileExists(atPath: candidate) { return candidate }
         return arg
+    }
+
+    /// The program: a file of the descriptor's directory, else a product built next to the running
+    /// executable (SwiftPM puts `cluster-fixture` beside `cluster-conformance`, whatever the configuration
+    /// or scratch path), else a name for PATH lookup.
+    static func resolveProgram(_ arg: String, in directory: String) -> String {
+        let resolved = resolve(arg, in: directory)
+        guard resolved == arg, !arg.contains("/") else { return resolved }
+        let beside = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent(arg).path
+        return FileManager.default.isExecutableFile(atPath: beside) ? beside : arg
     }
 
     /// Finds `fixtures/<name>/` by looking in `fixturesDirectory`.
