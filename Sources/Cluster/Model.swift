@@ -9,8 +9,10 @@ import Glibc
 public enum SchedulingPolicy: String, Sendable, Hashable {
     /// The primary accepts and hands each connection to the next free worker (`cluster.SCHED_RR`).
     case roundRobin = "rr"
-    /// The primary sends the listening socket to the workers, which accept on it (`cluster.SCHED_NONE`).
-    case none
+    /// The primary sends the listening socket to the workers, which accept on it and the operating system
+    /// decides who gets a connection (`cluster.SCHED_NONE`, spelt `none`). Not named `none`: compared with an
+    /// optional policy, `.none` would mean nil.
+    case shared = "none"
 }
 
 /// A worker's life stage as the primary sees it (`worker.state`).

@@ -40,12 +40,12 @@ public final class Primary {
     public static func defaultPolicy(_ environment: [String: String]) -> SchedulingPolicy {
         switch environment[ClusterEnvironment.schedulingPolicy] {
         case "rr": return .roundRobin
-        case "none": return .none
+        case "none": return .shared
         default:
             #if os(Windows)
-            return .none
+            return .shared
             #else
-            return environment[ClusterEnvironment.platform] == "win32" ? .none : .roundRobin
+            return environment[ClusterEnvironment.platform] == "win32" ? .shared : .roundRobin
             #endif
         }
     }
@@ -228,7 +228,7 @@ public final class Primary {
                                         backlog: Int32(message["backlog"]?.intValue ?? 511),
                                         ipv6Only: message["ipv6Only"]?.boolValue ?? false,
                                         reuseAddress: message["reuseAddr"]?.boolValue ?? false)
-            if frozenPolicy == .none || type.isUDP {
+            if frozenPolicy == .shared || type.isUDP {
                 handle = SharedHandle(key: key, request: request)
             } else {
                 handle = RoundRobinHandle(key: key, request: request, primary: self)
