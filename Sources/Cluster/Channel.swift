@@ -81,6 +81,7 @@ final class Channel {
             }
             if n < 0 {
                 if errno == EAGAIN || errno == EWOULDBLOCK {
+                    trace("channel \(fd): send EAGAIN with \(outgoing.count) queued")
                     watcher?.setWritable { [unowned self] in self.flush() }
                     return
                 }

@@ -105,6 +105,7 @@ public final class ClusterWorker {
             let accepted = server?.canAcceptHandoff ?? false
             channel.send(.control, .object(JSONObject([("act", "accepted"), ("key", .string(key)),
                                                        ("handoff", value["handoff"] ?? .null), ("accepted", .bool(accepted))])))
+            trace("worker \(id) acknowledged hand-off \(value["handoff"]?.intValue ?? 0): accepted \(accepted)")
             if accepted, let server { server.adopt(connection: fd) } else { close(fd) }
         case "disconnect":
             fds.forEach { close($0) }

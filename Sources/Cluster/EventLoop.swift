@@ -40,11 +40,15 @@ public final class EventLoop: @unchecked Sendable {
     // MARK: - Watchers
 
     /// Watches a descriptor; `onReadable` runs on the loop while it is readable (level-triggered).
-    /// A referenced watcher keeps the loop running.
-    public func watch(_ fd: Int32, referenced: Bool = true, onReadable: @escaping () -> Void) -> Watcher {
+    /// A referenced watcher keeps the loop running. A `lastInBatch` watcher runs after the others that
+    /// became ready in the same wake-up: epoll's order within a batch need not follow the order in which
+    /// things happened, and a round-robin primary must read the workers' acknowledgements before it
+    /// accepts the next connection.
+    public func watch(_ fd: Int32, referenced: Bool = true, lastInBatch: Bool = false, onReadable: @escaping () -> Void) -> Watcher {
         let id = nextWatcherID
         nextWatcherID += 1
         let w = Watcher(loop: self, id: id, fd: fd, onReadable: onReadable)
+        w.lastInBatch = lastInBatch
         watchers[id] = w
         var event = epoll_event(events: EPOLLIN.rawValue, data: epoll_data_t(u64: id))
         if epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) != 0 {
@@ -113,7 +117,10 @@ public final class EventLoop: @unchecked Sendable {
                 fatalError("epoll_wait: \(String(cString: strerror(errno)))")
             }
             // Readiness is collected first: a callback may cancel another watcher of the same batch.
-            let ready = (0..<Int(n)).map { (events[$0].data.u64, events[$0].events) }
+            var ready = (0..<Int(n)).map { (events[$0].data.u64, events[$0].events) }
+            if ready.count > 1 {
+                ready = ready.filter { watchers[$0.0]?.lastInBatch != true } + ready.filter { watchers[$0.0]?.lastInBatch == true }
+            }
             for (id, mask) in ready {
                 if id == 0 {
                     var value: UInt64 = 0
@@ -160,6 +167,7 @@ public final class Watcher {
     var onReadable: () -> Void
     var onWritable: (() -> Void)?
     var pollable = true
+    var lastInBatch = false
     private(set) var cancelled = false
     private var isReferenced = false
 

@@ -45,6 +45,18 @@ func sockname(of fd: Int32) -> JSONValue? {
                                ("port", .number(Double(a.port)))]))
 }
 
+/// Set `SWIFT_CLUSTER_TRACE=1` to log hand-offs and acknowledgements to stderr.
+let traceFD: Int32 = ProcessInfo.processInfo.environment["SWIFT_CLUSTER_TRACE"].map { open($0, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644) } ?? -1
+var traceHandoffs: Bool { traceFD >= 0 }
+
+func trace(_ text: @autoclosure () -> String) {
+    guard traceHandoffs else { return }
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    let line = "[cluster \(getpid()) \(ts.tv_sec % 1000).\(String(format: "%06d", ts.tv_nsec / 1000))] \(text())\n"
+    _ = line.withCString { write(traceFD, $0, strlen($0)) }
+}
+
 /// Round-robin (`SCHED_RR`): the primary listens and accepts; each connection goes to the worker that has
 /// been free longest; a worker is busy from the hand-off until it acknowledges. A refused connection goes
 /// to the next free worker; connections wait while none is free. (round_robin_handle.js)
@@ -86,7 +98,7 @@ final class RoundRobinHandle: ServerHandle {
         switch result {
         case .success(let fd):
             listenFD = fd
-            watcher = primary.loop.watch(fd) { [unowned self] in acceptAll() }
+            watcher = primary.loop.watch(fd, lastInBatch: true) { [unowned self] in acceptOne() }
         case .failure(let e):
             bindError = e
         }
@@ -122,11 +134,13 @@ final class RoundRobinHandle: ServerHandle {
         return true
     }
 
-    private func acceptAll() {
-        while let result = Sockets.accept(listenFD) {
-            // An accept error (EMFILE, ECONNABORTED) is skipped; the listener carries on.
-            if case .success(let fd) = result { distribute(fd) }
-            else { break }
+    /// Accepts one connection per wake-up. Taking the next one at once could skip an acknowledgement
+    /// already waiting in a worker's channel (this process may have been descheduled meanwhile) and
+    /// break the rotation; the loop reports the listener again, after the channels of the same batch.
+    private func acceptOne() {
+        switch Sockets.accept(listenFD) {
+        case .success(let fd)?: distribute(fd)
+        case .failure?, nil: break  // EAGAIN, or an accept error (EMFILE, ECONNABORTED): skipped
         }
     }
 
@@ -150,6 +164,7 @@ final class RoundRobinHandle: ServerHandle {
         let id = nextHandoff
         nextHandoff += 1
         inFlight[id] = (worker.id, fd)
+        trace("handoff \(id) to worker \(worker.id); free \(free); pending \(pending.count - pendingHead)")
         let message = JSONValue.object(JSONObject([("act", "newconn"), ("key", .string(key)), ("handoff", .number(Double(id)))]))
         if case .failure = worker.channel.send(.control, message, fds: [fd]) {
             // The worker is going away; the connection goes to someone else.
@@ -161,6 +176,7 @@ final class RoundRobinHandle: ServerHandle {
     /// The worker answered a hand-off.
     func acknowledged(_ id: Int, accepted: Bool, by worker: Worker) {
         guard let entry = inFlight.removeValue(forKey: id) else { return }
+        trace("ack \(id) from worker \(worker.id) accepted \(accepted); free \(free)")
         if accepted { close(entry.fd) } else { distribute(entry.fd) }
         handoff(to: worker)
     }

@@ -33,6 +33,8 @@ final class FixtureProcess: @unchecked Sendable {
     private let stdinFD: Mutex<Int32>
     private let stderrTail = Mutex<[UInt8]>([])
     private let exitStatus = Mutex<Termination?>(nil)
+    /// The primary's exit, known to the waiter but not yet logged, and whether the stdout reader ended.
+    private let exitState = Mutex<(pending: Termination?, logged: Bool, readerDone: Bool)>((nil, false, false))
     private let stopping = Atomic<Bool>(false)
     private let readersDone = Atomic<Int>(0)
     private let log: EventLog
@@ -79,6 +81,10 @@ final class FixtureProcess: @unchecked Sendable {
         Thread.detachNewThread { [self] in
             self.readLines(outFD, onLine)
             close(outFD)
+            if self.exitState.withLock({ state -> Bool in
+                state.readerDone = true
+                return state.pending != nil
+            }) { self.logExit() }
             self.readersDone.add(1, ordering: .sequentiallyConsistent)
             self.log.poke()
         }
@@ -91,14 +97,12 @@ final class FixtureProcess: @unchecked Sendable {
         Thread.detachNewThread { [self] in
             var status: Int32 = 0
             while waitpid(childPID, &status, 0) < 0 && errno == EINTR {}
-            let t = Termination(status: status)
-            // Log before publishing: a waiter that sees the termination must also find the event.
-            self.log.append(Event(fields: JSONObject([
-                ("ev", "exited"), ("at", "runner"), ("process", "primary"),
-                ("code", t.code.map { .number(Double($0)) } ?? .null), ("signal", t.signal.map { .string($0) } ?? .null),
-            ])))
-            self.exitStatus.withLock { $0 = t }
-            self.log.poke()
+            // The exit is logged by the stdout reader once it has read everything the primary wrote.
+            let logNow = self.exitState.withLock { state -> Bool in
+                state.pending = Termination(status: status)
+                return state.readerDone
+            }
+            if logNow { self.logExit() }
         }
     }
 
@@ -136,11 +140,33 @@ final class FixtureProcess: @unchecked Sendable {
         closeInput()
     }
 
+    /// Logs the primary's `exited` event once, then publishes the termination. Logging first matters: a
+    /// waiter that sees the termination must also find the event.
+    private func logExit() {
+        let t: Termination? = exitState.withLock { state in
+            guard let t = state.pending, !state.logged else { return nil }
+            state.logged = true
+            return t
+        }
+        guard let t else { return }
+        log.append(Event(fields: JSONObject([
+            ("ev", "exited"), ("at", "runner"), ("process", "primary"),
+            ("code", t.code.map { .number(Double($0)) } ?? .null), ("signal", t.signal.map { .string($0) } ?? .null),
+        ])))
+        exitStatus.withLock { $0 = t }
+        log.poke()
+    }
+
     private func readLines(_ fd: Int32, _ onLine: @Sendable (String) -> Void) {
         var pending: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while !stopping.load(ordering: .sequentiallyConsistent) {
-            guard waitReadable(fd, until: .now + .milliseconds(100)) else { continue }
+            // Workers may keep the pipe open after the primary exits, so end of file cannot tell when the
+            // primary's last line has been read; an empty pipe after its exit can.
+            guard waitReadable(fd, until: .now + .milliseconds(10)) else {
+                if exitState.withLock({ $0.pending != nil && !$0.logged }) { logExit() }
+                continue
+            }
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 { if errno == EINTR || errno == EAGAIN { continue }; break }
             if n == 0 { break }
