@@ -29,8 +29,8 @@ public final class ClusterWorker {
     private var seq = 0
     private var pendingReplies: [Int: (JSONValue, [Int32]) -> Void] = [:]
     private var handlers: [(WorkerProcessEvent) -> Void] = []
-    /// Per listen tuple (`address:port:addressType:fd`): the next index and the indexes still open.
-    private var indexes: [String: (next: Int, open: Set<Int>)] = [:]
+    /// Listen indexes per `address:port:addressType:fd` tuple.
+    private var indexes = ListenIndexes()
     /// Handles obtained from the primary, by key: how to close each when disconnecting.
     private var handles: [String: (_ done: @escaping () -> Void) -> Void] = [:]
     /// Round-robin servers by key, receiving the primary's hand-offs.
@@ -177,8 +177,10 @@ public final class ClusterWorker {
         var ipv6Only: Bool = false
         var reuseAddress: Bool = false
 
+        /// `address:port:addressType:fd`, the key without the index.
         var tuple: String {
-            "\(address ?? "null"):\(port):\(addressType.json.jsonText):\(fd.map(String.init) ?? "undefined")"
+            let key = HandleKey(address: address, port: port, addressType: addressType, fd: fd, index: 0).description
+            return String(key[..<key.lastIndex(of: ":")!])
         }
     }
 
@@ -191,11 +193,7 @@ public final class ClusterWorker {
 
     /// Asks the primary for a server; `completion` runs with what it granted.
     func queryServer(_ query: Query, completion: @escaping (Ticket, Grant) -> Void) -> Ticket {
-        var entry = indexes[query.tuple] ?? (0, [])
-        let index = entry.next
-        entry.next += 1
-        entry.open.insert(index)
-        indexes[query.tuple] = entry
+        let index = indexes.take(query.tuple)
         let ticket = Ticket(tuple: query.tuple, index: index, query: query)
         var fields: [String: JSONValue] = ["act": "queryServer", "port": .number(Double(query.port)),
                                            "addressType": query.addressType.json, "index": .number(Double(index)),
@@ -237,15 +235,13 @@ public final class ClusterWorker {
     }
 
     func releaseIndex(_ ticket: Ticket) {
-        guard var entry = indexes[ticket.tuple] else { return }
-        entry.open.remove(ticket.index)
-        indexes[ticket.tuple] = entry.open.isEmpty ? nil : entry
+        indexes.release(ticket.tuple, ticket.index)
     }
 
     /// Reports a clustered server's listening to the primary, unless every server of its tuple already
     /// closed (a short-lived server is not reported).
     func reportListening(_ ticket: Ticket, port: Int) {
-        guard indexes[ticket.tuple] != nil else { return }
+        guard indexes.isOpen(ticket.tuple) else { return }
         state = .listening
         var fields: [(String, JSONValue)] = [("act", "listening"), ("addressType", ticket.query.addressType.json),
                                              ("port", .number(Double(port)))]

@@ -17,6 +17,7 @@ public final class EventLoop: @unchecked Sendable {
     private let epfd: Int32
     private let wakeFD: Int32
     private var watchers: [UInt64: Watcher] = [:]
+    private var alwaysReady: [Watcher] = []
     private var nextWatcherID: UInt64 = 1
     private var referenced = 0
     private var ticks: [() -> Void] = []
@@ -52,8 +53,10 @@ public final class EventLoop: @unchecked Sendable {
         watchers[id] = w
         var event = epoll_event(events: EPOLLIN.rawValue, data: epoll_data_t(u64: id))
         if epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) != 0 {
-            // A regular file cannot be polled; treat it as always readable through a tick.
+            // epoll refuses regular files and some devices (/dev/null as stdin); POSIX says they are
+            // always readable, so they are called on every turn of the loop.
             w.pollable = false
+            alwaysReady.append(w)
         }
         if referenced { w.ref() }
         return w
@@ -68,7 +71,7 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     fileprivate func remove(_ w: Watcher) {
-        if w.pollable { epoll_ctl(epfd, EPOLL_CTL_DEL, w.fd, nil) }
+        if w.pollable { epoll_ctl(epfd, EPOLL_CTL_DEL, w.fd, nil) } else { alwaysReady.removeAll { $0 === w } }
         watchers[w.id] = nil
     }
 
@@ -111,7 +114,8 @@ public final class EventLoop: @unchecked Sendable {
         var events = [epoll_event](repeating: epoll_event(), count: 64)
         runTicks()
         while alive {
-            let n = events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, 64, ticks.isEmpty ? -1 : 0) }
+            let wait: Int32 = ticks.isEmpty && alwaysReady.isEmpty ? -1 : 0
+            let n = events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, 64, wait) }
             if n < 0 {
                 if errno == EINTR { continue }
                 fatalError("epoll_wait: \(String(cString: strerror(errno)))")
@@ -144,6 +148,10 @@ public final class EventLoop: @unchecked Sendable {
                     writable()
                     runTicks()
                 }
+            }
+            for w in alwaysReady where !w.cancelled {
+                w.onReadable()
+                runTicks()
             }
             runTicks()
         }

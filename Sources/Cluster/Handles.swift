@@ -59,7 +59,8 @@ func trace(_ text: @autoclosure () -> String) {
 
 /// Round-robin (`SCHED_RR`): the primary listens and accepts; each connection goes to the worker that has
 /// been free longest; a worker is busy from the hand-off until it acknowledges. A refused connection goes
-/// to the next free worker; connections wait while none is free. (round_robin_handle.js)
+/// to the next free worker; connections wait while none is free (round_robin_handle.js). The scheduling is
+/// `RoundRobinQueue`; this is its sockets.
 final class RoundRobinHandle: ServerHandle {
     let key: String
     private unowned let primary: Primary
@@ -67,15 +68,8 @@ final class RoundRobinHandle: ServerHandle {
     private var watcher: Watcher?
     private var unixPath: String?
     private var bindError: ClusterError?
-    private var all: [Int: Worker] = [:]
-    /// Free workers, longest free first.
-    private var free: [Int] = []
-    /// Accepted connections waiting for a free worker, oldest first.
-    private var pending: [Int32] = []
-    private var pendingHead = 0
-    /// Connections handed to a worker and not yet acknowledged: hand-off id → (worker id, descriptor).
-    private var inFlight: [Int: (worker: Int, fd: Int32)] = [:]
-    private var nextHandoff = 1
+    private var workers: [Int: Worker] = [:]
+    private var queue = RoundRobinQueue<Int32>()
 
     init(key: String, request: HandleRequest, primary: Primary) {
         self.key = key
@@ -109,23 +103,17 @@ final class RoundRobinHandle: ServerHandle {
             reply(bindError, nil, nil)
             return
         }
-        all[worker.id] = worker
+        workers[worker.id] = worker
         reply(nil, sockname(of: listenFD), nil)
-        handoff(to: worker)
+        send(queue.add(worker.id))
     }
 
     func remove(_ worker: Worker) -> Bool {
-        guard all.removeValue(forKey: worker.id) != nil else { return false }
-        free.removeAll { $0 == worker.id }
-        // Connections in flight to this worker will never be acknowledged; close the primary's copies.
-        for (id, entry) in inFlight where entry.worker == worker.id {
-            close(entry.fd)
-            inFlight[id] = nil
-        }
-        guard all.isEmpty else { return false }
-        for fd in pending[pendingHead...] { close(fd) }
-        pending.removeAll()
-        pendingHead = 0
+        guard let (orphaned, wasLast) = queue.remove(worker.id) else { return false }
+        workers[worker.id] = nil
+        // Hand-offs to a leaving worker will never be acknowledged; the primary's copies are closed.
+        orphaned.forEach { close($0) }
+        guard wasLast else { return false }
         watcher?.cancel()
         watcher = nil
         if listenFD >= 0 { close(listenFD) }
@@ -139,46 +127,29 @@ final class RoundRobinHandle: ServerHandle {
     /// break the rotation; the loop reports the listener again, after the channels of the same batch.
     private func acceptOne() {
         switch Sockets.accept(listenFD) {
-        case .success(let fd)?: distribute(fd)
+        case .success(let fd)?: send(queue.distribute(fd))
         case .failure?, nil: break  // EAGAIN, or an accept error (EMFILE, ECONNABORTED): skipped
         }
     }
 
-    private func distribute(_ fd: Int32) {
-        pending.append(fd)
-        guard !free.isEmpty, let worker = all[free.removeFirst()] else { return }
-        handoff(to: worker)
-    }
-
-    /// Gives the oldest waiting connection to `worker`, or marks it free.
-    private func handoff(to worker: Worker) {
-        guard all[worker.id] != nil else { return }
-        guard pendingHead < pending.count else {
-            pending.removeAll(keepingCapacity: true)
-            pendingHead = 0
-            if !free.contains(worker.id) { free.append(worker.id) }
-            return
-        }
-        let fd = pending[pendingHead]
-        pendingHead += 1
-        let id = nextHandoff
-        nextHandoff += 1
-        inFlight[id] = (worker.id, fd)
-        trace("handoff \(id) to worker \(worker.id); free \(free); pending \(pending.count - pendingHead)")
-        let message = JSONValue.object(JSONObject([("act", "newconn"), ("key", .string(key)), ("handoff", .number(Double(id)))]))
-        if case .failure = worker.channel.send(.control, message, fds: [fd]) {
-            // The worker is going away; the connection goes to someone else.
-            inFlight[id] = nil
-            pendingHead -= 1
+    /// Sends a hand-off: the connection's descriptor with a `newconn` message.
+    private func send(_ handoff: RoundRobinQueue<Int32>.Handoff?) {
+        guard let handoff, let worker = workers[handoff.worker] else { return }
+        trace("handoff \(handoff.id) to worker \(handoff.worker); free \(queue.free); waiting \(queue.waiting)")
+        let message = JSONValue.object(JSONObject([("act", "newconn"), ("key", .string(key)), ("handoff", .number(Double(handoff.id)))]))
+        if case .failure = worker.channel.send(.control, message, fds: [handoff.connection]) {
+            // The worker is going away; its removal will offer the connection to someone else.
+            queue.undo(handoff)
         }
     }
 
     /// The worker answered a hand-off.
     func acknowledged(_ id: Int, accepted: Bool, by worker: Worker) {
-        guard let entry = inFlight.removeValue(forKey: id) else { return }
-        trace("ack \(id) from worker \(worker.id) accepted \(accepted); free \(free)")
-        if accepted { close(entry.fd) } else { distribute(entry.fd) }
-        handoff(to: worker)
+        guard let ack = queue.acknowledge(id, accepted: accepted) else { return }
+        trace("ack \(id) from worker \(worker.id): accepted \(accepted); free \(queue.free)")
+        if accepted { close(ack.connection) }
+        send(ack.redistributed)
+        send(ack.next)
     }
 }
 

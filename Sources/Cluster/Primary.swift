@@ -219,7 +219,7 @@ public final class Primary {
         let port = message["port"]?.intValue ?? 0
         let fd = message["fd"]?.intValue.map(Int32.init)
         let index = message["index"]?.intValue ?? 0
-        let key = "\(address ?? "null"):\(port):\(type.json.jsonText):\(fd.map(String.init) ?? "undefined"):\(index)"
+        let key = HandleKey(address: address, port: port, addressType: type, fd: fd, index: index).description
         let handle: ServerHandle
         if let existing = handles[key] {
             handle = existing

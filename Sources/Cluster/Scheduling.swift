@@ -1,0 +1,140 @@
+/// The bookkeeping of a round-robin handle, without sockets or processes (round_robin_handle.js): which
+/// workers are free, longest free first; connections waiting for one; hand-offs not yet acknowledged.
+///
+/// `Connection` is whatever the caller hands off (a descriptor in the primary).
+struct RoundRobinQueue<Connection> {
+    /// Workers on the handle.
+    private(set) var members: Set<Int> = []
+    /// Free workers, longest free first.
+    private(set) var free: [Int] = []
+    /// Accepted connections waiting for a free worker, oldest first (`pending[head...]`).
+    private var pending: [Connection] = []
+    private var head = 0
+    /// Hand-offs not yet acknowledged: id → (worker, connection).
+    private(set) var inFlight: [Int: (worker: Int, connection: Connection)] = [:]
+    private var nextID = 1
+
+    /// A hand-off to perform: send `connection` to `worker` under `id`.
+    struct Handoff {
+        var id: Int
+        var worker: Int
+        var connection: Connection
+    }
+
+    /// Connections waiting.
+    var waiting: Int { pending.count - head }
+
+    /// A worker joins; it is offered a waiting connection at once, or becomes free.
+    mutating func add(_ worker: Int) -> Handoff? {
+        members.insert(worker)
+        return next(for: worker)
+    }
+
+    /// A worker leaves; returns the connections of its unacknowledged hand-offs (never to be answered),
+    /// and, when it was the last member, every waiting connection too: the caller closes them all.
+    mutating func remove(_ worker: Int) -> (orphaned: [Connection], wasLast: Bool)? {
+        guard members.remove(worker) != nil else { return nil }
+        free.removeAll { $0 == worker }
+        var orphaned: [Connection] = []
+        for (id, entry) in inFlight where entry.worker == worker {
+            orphaned.append(entry.connection)
+            inFlight[id] = nil
+        }
+        guard members.isEmpty else { return (orphaned, false) }
+        orphaned += pending[head...]
+        pending.removeAll()
+        head = 0
+        return (orphaned, true)
+    }
+
+    /// A connection was accepted: queue it and hand it to the worker free longest, if any.
+    mutating func distribute(_ connection: Connection) -> Handoff? {
+        pending.append(connection)
+        guard !free.isEmpty else { return nil }
+        return next(for: free.removeFirst())
+    }
+
+    /// The oldest waiting connection for `worker`, or marks the worker free.
+    mutating func next(for worker: Int) -> Handoff? {
+        guard members.contains(worker) else { return nil }
+        guard head < pending.count else {
+            pending.removeAll(keepingCapacity: true)
+            head = 0
+            if !free.contains(worker) { free.append(worker) }
+            return nil
+        }
+        let connection = pending[head]
+        head += 1
+        let id = nextID
+        nextID += 1
+        inFlight[id] = (worker, connection)
+        return Handoff(id: id, worker: worker, connection: connection)
+    }
+
+    /// A hand-off could not be sent: the connection goes back to the front of the queue.
+    mutating func undo(_ handoff: Handoff) {
+        inFlight[handoff.id] = nil
+        if head > 0 { head -= 1; pending[head] = handoff.connection } else { pending.insert(handoff.connection, at: 0) }
+    }
+
+    /// What an acknowledgement means.
+    struct Acknowledged {
+        /// The connection: to close when accepted (the worker has its own copy).
+        var connection: Connection
+        /// When refused: the hand-off of that connection to another free worker, if any.
+        var redistributed: Handoff?
+        /// The acknowledging worker's next hand-off, if a connection is waiting.
+        var next: Handoff?
+        /// Whether the worker accepted.
+        var accepted: Bool
+    }
+
+    /// A worker acknowledged hand-off `id`. A refused connection is offered to the next free worker
+    /// first; then the acknowledging worker takes the next waiting connection or becomes free.
+    mutating func acknowledge(_ id: Int, accepted: Bool) -> Acknowledged? {
+        guard let entry = inFlight.removeValue(forKey: id) else { return nil }
+        let redistributed = accepted ? nil : distribute(entry.connection)
+        return Acknowledged(connection: entry.connection, redistributed: redistributed,
+                            next: next(for: entry.worker), accepted: accepted)
+    }
+}
+
+/// The key of a server handle in the primary: `address:port:addressType:fd:index` (primary.js).
+struct HandleKey: Hashable, CustomStringConvertible {
+    var address: String?
+    var port: Int
+    var addressType: AddressType
+    var fd: Int32?
+    var index: Int
+
+    var description: String {
+        "\(address ?? "null"):\(port):\(addressType.json.jsonText):\(fd.map(String.init) ?? "undefined"):\(index)"
+    }
+}
+
+/// A worker's listen indexes (child.js): per `address:port:addressType:fd` tuple, the next index and the
+/// indexes of servers still open. A worker's k-th concurrent listen on a tuple gets index k, so sibling
+/// workers' k-th listens share a handle; the counter restarts only when every server of the tuple closed.
+struct ListenIndexes {
+    private var tuples: [String: (next: Int, open: Set<Int>)] = [:]
+
+    /// Takes the next index of `tuple`.
+    mutating func take(_ tuple: String) -> Int {
+        var entry = tuples[tuple] ?? (0, [])
+        let index = entry.next
+        entry.next += 1
+        entry.open.insert(index)
+        tuples[tuple] = entry
+        return index
+    }
+
+    /// A server of `tuple` with `index` closed.
+    mutating func release(_ tuple: String, _ index: Int) {
+        guard var entry = tuples[tuple] else { return }
+        entry.open.remove(index)
+        tuples[tuple] = entry.open.isEmpty ? nil : entry
+    }
+
+    /// Whether any server of `tuple` is still open.
+    func isOpen(_ tuple: String) -> Bool { tuples[tuple] != nil }
+}
