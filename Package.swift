@@ -53,8 +53,12 @@ let package = Package(
             exclude: ["LintCases"]
         ),
         .testTarget(
+            name: "ClusterTests",
+            dependencies: ["Cluster", "ClusterJSON"]
+        ),
+        .testTarget(
             name: "ClusterConformanceTests",
-            dependencies: ["ClusterConformance", "ClusterSpec", "cluster-conformance"],
+            dependencies: ["ClusterConformance", "ClusterSpec", "cluster-conformance", "cluster-fixture"],
             exclude: ["FakeFixtures"]
         ),
     ],

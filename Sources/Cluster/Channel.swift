@@ -117,8 +117,16 @@ final class Channel {
                 return
             }
             if n == 0 {
-                close()
-                return
+                // A zero-length packet also reads as 0 bytes; only a hang-up is the end of the channel.
+                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                if poll(&p, 1, 0) > 0 && p.revents & Int16(POLLHUP) != 0 {
+                    Array(fds.prefix(Int(nfds))).forEach { Glibc.close($0) }
+                    close()
+                    return
+                }
+                malformedFrames += 1
+                Array(fds.prefix(Int(nfds))).forEach { Glibc.close($0) }
+                continue
             }
             let received = Array(fds.prefix(Int(nfds)))
             guard truncated == 0, let kind = Kind(rawValue: buffer[0]),

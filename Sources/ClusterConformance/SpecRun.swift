@@ -440,6 +440,21 @@ final class SpecRun: @unchecked Sendable {
             fds.forEach(Client.finish)
         case .probe(let server):
             try probe(server)
+        case .descriptors(let target):
+            let targets: [Int?] = switch target {
+            case .primary: [nil]
+            case .workers(let sel): workerIDs(sel).map { Optional($0) }
+            }
+            for t in targets {
+                guard let pid = pid(of: t) else {
+                    throw StepFailure(outcome: .fail, message: "worker \(t ?? 0) reported no pid before \(currentStep)")
+                }
+                let count = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
+                var fields: [(String, JSONValue)] = [("process", .string(t == nil ? "primary" : "worker"))]
+                if let t { fields.append(("worker", .number(Double(t)))) }
+                fields.append(("count", .number(Double(count))))
+                runnerEvent("descriptors", fields)
+            }
         case .capture(let name, let selector, let field):
             let sel = Variables.substitute(selector, variables)
             guard let event = log.snapshot().last(where: { Judge.matches(sel, $0) }) else {

@@ -218,6 +218,7 @@ public struct Step: Sendable {
         case release(String)
         case probe(server: String)
         case capture(name: String, from: Selector, field: String)
+        case descriptors(ProcessTarget)
     }
 
     /// What the step does.

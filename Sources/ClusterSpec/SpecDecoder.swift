@@ -32,7 +32,7 @@ struct SpecDecoder {
     static let setupKeys = ["policy", "platform", "env", "ports", "inherit", "dirs"]
     static let stepKinds = ["fork", "setupPrimary", "setPolicy", "listen", "close", "maxConnections", "send",
                             "disconnect", "kill", "exit", "block", "chdir", "report", "signal", "closeInput",
-                            "await", "gone", "connect", "datagram", "release", "probe", "capture"]
+                            "await", "gone", "connect", "datagram", "release", "probe", "capture", "descriptors"]
     static let expectationSubjects = ["events", "never", "sequence"]
     static let predicateKeys = ["$not", "$oneOf", "$min", "$max", "$absent", "$type", "$contains"]
     static let behaviourGroups = ["SCHED", "LISTEN", "RR", "SHARED", "ERR", "LIFE", "DISC", "MSG", "SET", "MISC"]
@@ -287,6 +287,9 @@ struct SpecDecoder {
             if v.isScalar { return serverName(v).map { .probe(server: $0) } }
             guard let m = mapping(v, "probe", allowed: ["server"], required: ["server"]), let s = serverName(m["server"]!) else { return nil }
             return .probe(server: s)
+        case "descriptors":
+            guard let m = mapping(v, "descriptors", allowed: ["worker", "primary"]), let target = processTarget(v, m) else { return nil }
+            return .descriptors(target)
         case "capture":
             guard let m = mapping(v, "capture", allowed: ["name", "from", "field"], required: ["name", "from", "field"]),
                   let name = variableName(m["name"]!), let field = string(m["field"]!, "field"),
