@@ -39,6 +39,12 @@ let package = Package(
             path: "fixtures/swift",
             exclude: ["implementation.yaml"]
         ),
+        // The README's clustered echo server, built and tested.
+        .executableTarget(
+            name: "cluster-echo",
+            dependencies: ["Cluster"],
+            path: "Examples/cluster-echo"
+        ),
         .executableTarget(
             name: "cluster-conformance",
             dependencies: [
@@ -54,7 +60,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterTests",
-            dependencies: ["Cluster", "ClusterJSON"]
+            dependencies: ["Cluster", "ClusterJSON", "CSupport", "cluster-echo"]
         ),
         .testTarget(
             name: "ClusterConformanceTests",

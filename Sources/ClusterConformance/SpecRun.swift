@@ -490,24 +490,19 @@ final class SpecRun: @unchecked Sendable {
 
     private func awaitGone(_ workers: [Int], within: Int) throws {
         let limit = min(deadline, .now + scaled(within))
-        var pending: [(Int, Int32)] = []
+        var pids: [Int32: Int] = [:]
         for w in workers {
             guard let pid = pid(of: w) else { throw StepFailure(outcome: .fail, message: "worker \(w) reported no pid before \(currentStep)") }
-            pending.append((w, pid))
+            pids[pid] = w
         }
         let started = ContinuousClock.now
-        while !pending.isEmpty {
-            pending.removeAll { w, pid in
-                if processIsAlive(pid) { return false }
-                runnerEvent("gone", [("worker", .number(Double(w))), ("pid", .number(Double(pid)))])
-                return true
-            }
-            if pending.isEmpty { break }
-            if ContinuousClock.now >= limit {
-                let ms = (ContinuousClock.now - started).components.seconds * 1000
-                throw StepFailure(outcome: .fail, message: "worker(s) \(pending.map { "\($0.0) (pid \($0.1))" }.joined(separator: ", ")) still running \(ms) ms later at \(currentStep) (allowed: \(within) ms)")
-            }
-            usleep(2000)  // polling a pid has no wake-up to wait on; this bounds the latency, not the outcome
+        let running = Set(waitForExit(Array(pids.keys), until: limit))
+        for (pid, w) in pids.sorted(by: { $0.value < $1.value }) where !running.contains(pid) {
+            runnerEvent("gone", [("worker", .number(Double(w))), ("pid", .number(Double(pid)))])
+        }
+        if !running.isEmpty {
+            let ms = (ContinuousClock.now - started).components.seconds * 1000
+            throw StepFailure(outcome: .fail, message: "worker(s) \(running.sorted().map { "\(pids[$0]!) (pid \($0))" }.joined(separator: ", ")) still running \(ms) ms later at \(currentStep) (allowed: \(within) ms)")
         }
     }
 
@@ -671,12 +666,8 @@ final class SpecRun: @unchecked Sendable {
                 }
             }
             let graceEnd = ContinuousClock.now + scaled(options.orphanGraceMs)
-            var alive = reported.filter { processIsAlive($0.1) }
-            while !alive.isEmpty, ContinuousClock.now < graceEnd {
-                usleep(5000)  // see awaitGone: no wake-up exists for another process's death
-                alive = alive.filter { processIsAlive($0.1) }
-            }
-            for (who, pid) in alive {
+            let running = Set(waitForExit(reported.map(\.1), until: graceEnd))
+            for (who, pid) in reported where running.contains(pid) {
                 failures.append("orphan: \(who) (pid \(pid)) was still running \(Int(Double(options.orphanGraceMs) * options.timeoutScale)) ms after the primary exited")
                 kill(pid, SIGKILL)
             }

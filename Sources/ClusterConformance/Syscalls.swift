@@ -53,3 +53,27 @@ func allocateFreePort() throws(SystemError) -> Int {
     guard let a = SocketAddress.local(of: fd) else { throw SystemError("getsockname") }
     return a.port
 }
+
+/// Waits until every process in `pids` has exited or the deadline passes; returns those still running.
+/// Uses pidfds, which become readable when a process exits (child or not, reaped or not).
+func waitForExit(_ pids: [Int32], until deadline: ContinuousClock.Instant) -> [Int32] {
+    var watched: [(pid: Int32, fd: Int32)] = []
+    var running: [Int32] = []
+    for pid in pids {
+        let fd = csupport_pidfd_open(pid)
+        if fd >= 0 { watched.append((pid, fd)) } else if processIsAlive(pid) { running.append(pid) }
+    }
+    defer { watched.forEach { close($0.fd) } }
+    while !watched.isEmpty {
+        var fds = watched.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+        let n = poll(&fds, nfds_t(fds.count), millisecondsLeft(deadline))
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        var remaining: [(pid: Int32, fd: Int32)] = []
+        for (i, w) in watched.enumerated() {
+            if fds[i].revents != 0 { close(w.fd) } else { remaining.append(w) }
+        }
+        watched = remaining
+    }
+    return running + watched.map(\.pid)
+}
