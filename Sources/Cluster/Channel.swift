@@ -65,9 +65,20 @@ final class Channel {
             return .failure(ClusterError(code: "EMSGSIZE", errno: EMSGSIZE, syscall: "write",
                                         message: "a message of \(bytes.count) bytes exceeds \(Channel.maxFrame)"))
         }
-        // Duplicated so that a queued frame still carries a valid descriptor if the caller closes its own.
-        let owned = fds.map { fcntl($0, F_DUPFD_CLOEXEC, 0) }
-        outgoing.append((bytes, owned))
+        // The common case, and the hand-off hot path: nothing queued, the frame goes out at once with the
+        // caller's descriptors. Only a frame that must wait gets its own duplicates, so that it still
+        // carries valid descriptors if the caller closes its copies meanwhile.
+        if outgoing.isEmpty {
+            let n = bytes.withUnsafeBytes { raw in
+                fds.withUnsafeBufferPointer { csupport_send_with_fds(fd, raw.baseAddress, raw.count, $0.baseAddress, Int32($0.count)) }
+            }
+            if n >= 0 { return .success(()) }
+            guard errno == EAGAIN || errno == EWOULDBLOCK else {
+                // The peer is gone; reading will see the end of the stream.
+                return .success(())
+            }
+        }
+        outgoing.append((bytes, fds.map { fcntl($0, F_DUPFD_CLOEXEC, 0) }))
         flush()
         return .success(())
     }
