@@ -91,18 +91,19 @@ enum Sockets {
         }
     }
 
+    /// `listen(2)` on a bound socket; on failure the socket is closed.
+    static func startListening(_ bound: Result<Int32, ClusterError>, backlog: Int32) -> Result<Int32, ClusterError> {
+        bound.flatMap { fd in
+            guard listen(fd, backlog) != 0 else { return .success(fd) }
+            let e = errno
+            close(fd)
+            return .failure(ClusterError(errno: e, syscall: "listen"))
+        }
+    }
+
     /// A listening TCP socket on `host:port` (see `boundTCP`).
     static func listeningTCP(host: String?, port: Int, ipv6Only: Bool, backlog: Int32) -> Result<Int32, ClusterError> {
-        switch boundTCP(host: host, port: port, ipv6Only: ipv6Only) {
-        case .failure(let e): return .failure(e)
-        case .success(let fd):
-            if listen(fd, backlog) != 0 {
-                let e = errno
-                close(fd)
-                return .failure(ClusterError(errno: e, syscall: "listen"))
-            }
-            return .success(fd)
-        }
+        startListening(boundTCP(host: host, port: port, ipv6Only: ipv6Only), backlog: backlog)
     }
 
     /// A Unix stream socket bound at `path` (not listening).
@@ -122,16 +123,7 @@ enum Sockets {
 
     /// A listening Unix socket at `path`.
     static func listeningUnix(path: String, backlog: Int32) -> Result<Int32, ClusterError> {
-        switch boundUnix(path: path) {
-        case .failure(let e): return .failure(e)
-        case .success(let fd):
-            if listen(fd, backlog) != 0 {
-                let e = errno
-                close(fd)
-                return .failure(ClusterError(errno: e, syscall: "listen"))
-            }
-            return .success(fd)
-        }
+        startListening(boundUnix(path: path), backlog: backlog)
     }
 
     /// The kind of socket a descriptor is: `SOCK_STREAM` or `SOCK_DGRAM`, nil if not a socket.

@@ -319,6 +319,20 @@ final class SpecRun: @unchecked Sendable {
             .intValue.map(Int32.init)
     }
 
+    /// The processes a step addresses, as (worker id or nil for the primary, pid).
+    private func pids(of target: ProcessTarget) throws -> [(Int?, Int32)] {
+        let targets: [Int?] = switch target {
+        case .primary: [nil]
+        case .workers(let sel): workerIDs(sel).map { Optional($0) }
+        }
+        return try targets.map { t in
+            guard let pid = pid(of: t) else {
+                throw StepFailure(outcome: .fail, message: "worker \(t ?? 0) reported no pid (no start event) before \(currentStep)")
+            }
+            return (t, pid)
+        }
+    }
+
     private func resolve(_ v: JSONValue) -> JSONValue { Variables.substitute(v, variables) }
 
     private func runnerEvent(_ ev: String, _ fields: [(String, JSONValue)]) {
@@ -415,16 +429,7 @@ final class SpecRun: @unchecked Sendable {
             }
         case .signal(let target, let name):
             guard let sig = Signals.number(name) else { throw StepFailure(outcome: .fail, message: "unknown signal \(name)") }
-            let targets: [Int?] = switch target {
-            case .primary: [nil]
-            case .workers(let sel): workerIDs(sel).map { Optional($0) }
-            }
-            for t in targets {
-                guard let pid = pid(of: t) else {
-                    throw StepFailure(outcome: .fail, message: "worker \(t ?? 0) reported no pid (no start event) before \(currentStep)")
-                }
-                kill(pid, sig)
-            }
+            for (_, pid) in try pids(of: target) { kill(pid, sig) }
         case .closeInput:
             process?.closeInput()
         case .await(let selector, let count):
@@ -441,14 +446,7 @@ final class SpecRun: @unchecked Sendable {
         case .probe(let server):
             try probe(server)
         case .descriptors(let target):
-            let targets: [Int?] = switch target {
-            case .primary: [nil]
-            case .workers(let sel): workerIDs(sel).map { Optional($0) }
-            }
-            for t in targets {
-                guard let pid = pid(of: t) else {
-                    throw StepFailure(outcome: .fail, message: "worker \(t ?? 0) reported no pid before \(currentStep)")
-                }
+            for (t, pid) in try pids(of: target) {
                 let count = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
                 var fields: [(String, JSONValue)] = [("process", .string(t == nil ? "primary" : "worker"))]
                 if let t { fields.append(("worker", .number(Double(t)))) }
