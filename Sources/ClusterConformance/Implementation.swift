@@ -26,8 +26,11 @@ public struct Implementation: Sendable {
         self.command = command
     }
 
-    /// Loads `implementation.yaml` from `directory`.
-    public static func load(directory: String) throws(ImplementationError) -> Implementation {
+    /// Loads `implementation.yaml` from `directory`. A `runtime` entry names the program that runs the
+    /// fixture (`$runtime` in `command`): `runtime` (the `--runtime` option) when given, else the
+    /// descriptor's `installed` path (relative to the package root, where fixtures/install-runtimes.sh puts
+    /// it), else its `program` on PATH.
+    public static func load(directory: String, runtime override: String? = nil) throws(ImplementationError) -> Implementation {
         let file = (directory as NSString).appendingPathComponent("implementation.yaml")
         guard let data = FileManager.default.contents(atPath: file), let text = String(validating: Array(data), as: UTF8.self) else {
             throw ImplementationError("cannot read \(file)")
@@ -38,7 +41,7 @@ public struct Implementation: Sendable {
         var fields: [String: YAMLNode] = [:]
         for p in pairs {
             guard case .scalar(let k, _) = p.key.content else { continue }
-            guard ["name", "description", "command", "policyEnv", "platformEnv"].contains(k) else {
+            guard ["name", "description", "command", "policyEnv", "platformEnv", "runtime"].contains(k) else {
                 throw ImplementationError("\(file):\(p.key.mark): unknown key '\(k)'")
             }
             fields[k] = p.value
@@ -51,7 +54,21 @@ public struct Implementation: Sendable {
         guard case .sequence(let items)? = fields["command"]?.content, !items.isEmpty else {
             throw ImplementationError("\(file): 'command' must be a non-empty list")
         }
-        let argv: [String] = items.compactMap { if case .scalar(let s, _) = $0.content { return s } else { return nil } }
+        var argv: [String] = items.compactMap { if case .scalar(let s, _) = $0.content { return s } else { return nil } }
+        if argv.contains("$runtime") {
+            var installed: String?, program: String?
+            if case .mapping(let pairs)? = fields["runtime"]?.content {
+                for p in pairs {
+                    guard case .scalar(let k, _) = p.key.content, case .scalar(let v, _) = p.value.content else { continue }
+                    if k == "installed" { installed = v } else if k == "program" { program = v }
+                }
+            }
+            let root = URL(fileURLWithPath: directory).deletingLastPathComponent().deletingLastPathComponent().path
+            let runtime = try findRuntime(name: name, override: override, installed: installed.map { root + "/" + $0 }, program: program)
+            argv = argv.map { $0 == "$runtime" ? runtime : $0 }
+        } else if override != nil {
+            throw ImplementationError("--runtime was given, but the implementation '\(name)' names no runtime")
+        }
         var impl = Implementation(command: [resolveProgram(argv[0], in: directory)] + argv.dropFirst().map { resolve($0, in: directory) },
                                   name: name)
         impl.description = field("description")
@@ -80,15 +97,29 @@ public struct Implementation: Sendable {
         return FileManager.default.isExecutableFile(atPath: beside) ? beside : arg
     }
 
+    static func findRuntime(name: String, override: String?, installed: String?, program: String?) throws(ImplementationError) -> String {
+        if let override {
+            guard FileManager.default.isExecutableFile(atPath: override) else { throw ImplementationError("--runtime \(override) is not an executable file") }
+            return override
+        }
+        if let installed, FileManager.default.isExecutableFile(atPath: installed) { return installed }
+        if let program {
+            for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") where FileManager.default.isExecutableFile(atPath: "\(dir)/\(program)") {
+                return "\(dir)/\(program)"
+            }
+        }
+        throw ImplementationError("the runtime of '\(name)' was not found: run fixtures/install-runtimes.sh, put \(program ?? "it") on PATH, or pass --runtime PATH")
+    }
+
     /// Finds `fixtures/<name>/` by looking in `fixturesDirectory`.
-    public static func named(_ name: String, fixturesDirectory: String) throws(ImplementationError) -> Implementation {
+    public static func named(_ name: String, fixturesDirectory: String, runtime: String? = nil) throws(ImplementationError) -> Implementation {
         let dir = (fixturesDirectory as NSString).appendingPathComponent(name)
         guard FileManager.default.fileExists(atPath: (dir as NSString).appendingPathComponent("implementation.yaml")) else {
             let known = (try? FileManager.default.contentsOfDirectory(atPath: fixturesDirectory))?
                 .filter { FileManager.default.fileExists(atPath: "\(fixturesDirectory)/\($0)/implementation.yaml") }.sorted() ?? []
             throw ImplementationError("no implementation '\(name)' in \(fixturesDirectory) (known: \(known.joined(separator: ", ")))")
         }
-        return try load(directory: dir)
+        return try load(directory: dir, runtime: runtime)
     }
 }
 

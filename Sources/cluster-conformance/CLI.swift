@@ -118,6 +118,9 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "Run this command as the implementation's fixture instead (quoted argv).")
     var implCommand: String?
 
+    @Option(name: .long, help: "The runtime executable for an implementation that names one (deno, bun, node18).")
+    var runtime: String?
+
     @Option(name: .long, help: "Specs run in parallel (default: the number of cores).")
     var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
 
@@ -195,7 +198,7 @@ struct Run: ParsableCommand {
         }
         let fixtures = Layout.fixtures
         let name = impl ?? (FileManager.default.fileExists(atPath: fixtures + "/swift/implementation.yaml") ? "swift" : "node")
-        return try Implementation.named(name, fixturesDirectory: fixtures)
+        return try Implementation.named(name, fixturesDirectory: fixtures, runtime: runtime)
     }
 }
 
