@@ -79,6 +79,10 @@ public final class HumanReporter: Reporter {
             if verbose || !tty { sink.write("  pass  \(r.id)\(run) \(seconds(r.duration))\n") }
         case .skip:
             sink.write("  skip  \(r.id)\(run): \(r.messages.joined(separator: "; "))\n")
+        case .xfail:
+            if verbose || !tty { sink.write("  xfail \(r.id)\(run): \(r.messages.first ?? "")\n") }
+        case .xpass:
+            sink.write("  XPASS \(r.id)\(run) (\(r.location.file)): \(r.messages.first ?? "")\n")
         case .fail, .error:
             var text = "  \(r.outcome == .fail ? "FAIL" : "ERROR") \(r.id)\(run) (\(r.location.file))\n"
             for m in r.messages { text += indent(m, by: 8) + "\n" }
@@ -94,7 +98,7 @@ public final class HumanReporter: Reporter {
         if sink.isTerminal { sink.write("\r\u{1B}[K") }
         let name = state.withLock { $0.name }
         let runs = s.repeats > 1 ? " × \(s.repeats) runs" : ""
-        sink.write("\(name): \(plural(s.specs, "spec"))\(runs): \(s.passed) passed, \(s.failed) failed, \(s.skipped) skipped, \(s.errors) errors in \(seconds(s.duration))\n")
+        sink.write("\(name): \(plural(s.specs, "spec"))\(runs): \(s.counts) in \(seconds(s.duration))\n")
     }
 
     private func indent(_ text: String, by n: Int) -> String {
@@ -120,7 +124,8 @@ public final class TAPReporter: Reporter {
         switch r.outcome {
         case .pass: sink.write("ok \(i) - \(r.id)\n")
         case .skip: sink.write("ok \(i) - \(r.id) # SKIP \(r.messages.joined(separator: "; "))\n")
-        case .fail, .error:
+        case .xfail: sink.write("not ok \(i) - \(r.id) # TODO \(r.messages.first ?? "")\n")
+        case .fail, .error, .xpass:
             var text = "not ok \(i) - \(r.id)\n  ---\n  outcome: \(r.outcome.name)\n  file: \(r.location.file)\n  message: |\n"
             for m in r.messages { text += m.split(separator: "\n", omittingEmptySubsequences: false).map { "    \($0)\n" }.joined() }
             text += "  ...\n"
@@ -129,7 +134,7 @@ public final class TAPReporter: Reporter {
     }
 
     public func end(_ s: Summary) {
-        sink.write("# \(s.passed) passed, \(s.failed) failed, \(s.skipped) skipped, \(s.errors) errors\n")
+        sink.write("# \(s.counts)\n")
     }
 }
 
@@ -158,6 +163,7 @@ public final class JSONLReporter: Reporter {
     public func end(_ s: Summary) {
         let footer = JSONObject([("type", "footer"), ("passed", .number(Double(s.passed))), ("failed", .number(Double(s.failed))),
                                  ("skipped", .number(Double(s.skipped))), ("errors", .number(Double(s.errors))),
+                                 ("xfailed", .number(Double(s.xfailed))), ("xpassed", .number(Double(s.xpassed))),
                                  ("duration_ms", .number(Double(milliseconds(s.duration))))])
         sink.write(JSONValue.object(footer).jsonText + "\n")
     }
@@ -181,14 +187,15 @@ public final class JUnitReporter: Reporter {
     public func end(_ s: Summary) {
         let suite = name.withLock { $0 }
         var xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-        xml += "<testsuite name=\"\(escape(suite))\" tests=\"\(s.passed + s.failed + s.skipped + s.errors)\" failures=\"\(s.failed)\" errors=\"\(s.errors)\" skipped=\"\(s.skipped)\" time=\"\(Double(milliseconds(s.duration)) / 1000)\">\n"
+        xml += "<testsuite name=\"\(escape(suite))\" tests=\"\(s.passed + s.failed + s.skipped + s.errors + s.xfailed + s.xpassed)\" failures=\"\(s.failed + s.xpassed)\" errors=\"\(s.errors)\" skipped=\"\(s.skipped + s.xfailed)\" time=\"\(Double(milliseconds(s.duration)) / 1000)\">\n"
         for (r, iteration) in results.withLock({ $0 }) {
             let name = iteration > 1 ? "\(r.id) (run \(iteration))" : r.id
             xml += "  <testcase classname=\"\(escape(suite))\" name=\"\(escape(name))\" file=\"\(escape(r.location.file))\" time=\"\(Double(milliseconds(r.duration)) / 1000)\""
             let body = r.messages.joined(separator: "\n")
             switch r.outcome {
             case .pass: xml += "/>\n"
-            case .skip: xml += "><skipped message=\"\(escape(body))\"/></testcase>\n"
+            case .skip, .xfail: xml += "><skipped message=\"\(escape(body))\"/></testcase>\n"
+            case .xpass: xml += "><failure message=\"\(escape(r.messages.first ?? ""))\">\(escape(body))</failure></testcase>\n"
             case .fail: xml += "><failure message=\"\(escape(r.messages.first ?? ""))\">\(escape(body + "\n\n" + r.logTail.joined(separator: "\n")))</failure></testcase>\n"
             case .error: xml += "><error message=\"\(escape(r.messages.first ?? ""))\">\(escape(body + "\n\n" + r.stderrTail))</error></testcase>\n"
             }
@@ -225,4 +232,23 @@ public struct ReporterFan: Reporter {
     }
     public func result(_ result: SpecResult, iteration: Int) { reporters.forEach { $0.result(result, iteration: iteration) } }
     public func end(_ summary: Summary) { reporters.forEach { $0.end(summary) } }
+}
+
+/// Keeps every result by spec id (the last run of each), for the matrix.
+public final class ResultCollector: Reporter {
+    private let store = Mutex<[String: SpecResult]>([:])
+
+    /// An empty collector.
+    public init() {}
+
+    /// The results so far.
+    public var results: [String: SpecResult] { store.withLock { $0 } }
+
+    public func begin(implementation: ImplementationInfo, specs: Int, repeats: Int, jobs: Int) {}
+    public func result(_ result: SpecResult, iteration: Int) {
+        var r = result
+        r.events = []  // the matrix needs outcomes and messages, not whole logs
+        store.withLock { $0[r.id] = r }
+    }
+    public func end(_ summary: Summary) {}
 }

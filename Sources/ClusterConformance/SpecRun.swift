@@ -17,6 +17,10 @@ public enum Outcome: Sendable, Equatable {
     case skip
     /// The harness or the implementation broke: could not start, protocol violation.
     case error
+    /// It failed, as the implementation's expectations file says it does.
+    case xfail
+    /// It passed, although the expectations file says it fails: the file should shrink.
+    case xpass
 
     /// The lowercase name used in reports.
     public var name: String {
@@ -25,6 +29,8 @@ public enum Outcome: Sendable, Equatable {
         case .fail: "fail"
         case .skip: "skip"
         case .error: "error"
+        case .xfail: "xfail"
+        case .xpass: "xpass"
         }
     }
 }

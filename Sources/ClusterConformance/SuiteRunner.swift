@@ -10,7 +10,7 @@ public struct Summary: Sendable {
     /// How many times each spec ran.
     public var repeats = 1
     /// Results by outcome.
-    public var passed = 0, failed = 0, skipped = 0, errors = 0
+    public var passed = 0, failed = 0, skipped = 0, errors = 0, xfailed = 0, xpassed = 0
     /// Wall time of the whole run.
     public var duration: Duration = .zero
 
@@ -20,11 +20,21 @@ public struct Summary: Sendable {
         case .fail: failed += 1
         case .skip: skipped += 1
         case .error: errors += 1
+        case .xfail: xfailed += 1
+        case .xpass: xpassed += 1
         }
     }
 
-    /// The process exit code: 0 all as expected, 1 a spec failed, 3 the harness or implementation broke.
-    public var exitCode: Int32 { errors > 0 ? 3 : failed > 0 ? 1 : 0 }
+    /// The process exit code: 0 all as expected (known deviations included), 1 a spec failed or passed
+    /// unexpectedly, 3 the harness or the implementation broke.
+    public var exitCode: Int32 { errors > 0 ? 3 : (failed > 0 || xpassed > 0) ? 1 : 0 }
+
+    /// "N passed, N failed, …" with the known-deviation counts when there are any.
+    public var counts: String {
+        var parts = ["\(passed) passed", "\(failed) failed", "\(skipped) skipped", "\(errors) errors"]
+        if xfailed > 0 || xpassed > 0 { parts += ["\(xfailed) expected failures", "\(xpassed) unexpected passes"] }
+        return parts.joined(separator: ", ")
+    }
 }
 
 /// Receives results as they complete. Calls are serialised by the runner.
@@ -49,14 +59,18 @@ public struct SuiteRunner: Sendable {
     public var jobs: Int
     /// How many times each spec runs.
     public var repeats: Int
+    /// The implementation's known deviations.
+    public var expectations: Expectations
 
     /// A runner for this implementation.
-    public init(implementation: Implementation, info: ImplementationInfo, options: RunOptions, jobs: Int, repeats: Int) {
+    public init(implementation: Implementation, info: ImplementationInfo, options: RunOptions, jobs: Int, repeats: Int,
+                expectations: Expectations = Expectations()) {
         self.implementation = implementation
         self.info = info
         self.options = options
         self.jobs = max(1, jobs)
         self.repeats = max(1, repeats)
+        self.expectations = expectations
     }
 
     /// The skip reason when the implementation lacks a feature the spec needs.
@@ -65,13 +79,20 @@ public struct SuiteRunner: Sendable {
         return missing.isEmpty ? nil : "the implementation does not support: \(missing.joined(separator: ", "))"
     }
 
-    /// Runs one spec once.
+    /// Runs one spec once, judged against the implementation's expectations.
     public func run(_ spec: Spec) -> SpecResult {
-        if let reason = skipReason(spec) {
+        let deviation = expectations.deviations[spec.id]
+        if let reason = skipReason(spec) ?? (deviation?.expected == .skip ? "expected: \(deviation!.reason)" : nil) {
             return SpecResult(id: spec.id, location: spec.location, outcome: .skip, messages: [reason], logTail: [],
                               stderrTail: "", duration: .zero, events: [])
         }
-        return SpecRun(spec: spec, implementation: implementation, options: options).run()
+        var result = SpecRun(spec: spec, implementation: implementation, options: options).run()
+        let judged = expectations.judge(spec.id, result.outcome)
+        if judged != result.outcome, let deviation {
+            result.messages.insert(judged == .xpass ? "passed, but expected to fail: \(deviation.reason)" : "expected: \(deviation.reason)", at: 0)
+            result.outcome = judged
+        }
+        return result
     }
 
     /// Runs every spec `repeats` times with `jobs` in parallel and reports each result; returns the summary.

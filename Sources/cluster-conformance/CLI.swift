@@ -17,7 +17,7 @@ struct ClusterConformanceCommand: ParsableCommand {
             3 the harness or the implementation broke (could not start, protocol violation).
             """,
         version: "1.0.0 (fixture protocol \(protocolVersion))",
-        subcommands: [Run.self, List.self, Lint.self],
+        subcommands: [Run.self, List.self, Lint.self, Matrix.self],
         defaultSubcommand: Run.self
     )
 
@@ -78,7 +78,10 @@ struct SpecSelection: ParsableArguments {
     var feature: [String] = []
 
     /// Loads the specs; prints problems and exits 2 when there are any.
-    func load() throws -> [Spec] {
+    func load() throws -> [Spec] { try loadWithAll().selected }
+
+    /// The selected specs and every spec of the suite (expectations files may name any of them).
+    func loadWithAll() throws -> (selected: [Spec], all: [Spec]) {
         let paths = self.paths.isEmpty ? [Layout.specs] : self.paths
         guard let featuresFile = SpecLoader.locateFeatures(near: paths[0]) ?? SpecLoader.locateFeatures(near: Layout.specs) else {
             printError("cluster-conformance: no \(SpecLoader.featuresFileName) found near \(paths[0])")
@@ -103,7 +106,7 @@ struct SpecSelection: ParsableArguments {
             printError("cluster-conformance: no spec matches" + filter.map { " --filter '\($0)'" }.joined() + feature.map { " --feature '\($0)'" }.joined())
             throw Exit.badInput
         }
-        return selected
+        return (selected, suite.specs)
     }
 }
 
@@ -139,6 +142,9 @@ struct Run: ParsableCommand {
     @Flag(name: .long, help: "List every spec, not only those that did not pass.")
     var verbose = false
 
+    @Option(name: .long, help: "Known deviations (default: fixtures/<impl>/expectations.yaml); 'none' ignores them.")
+    var expectations: String?
+
     func validate() throws {
         guard ["human", "tap", "junit", "jsonl"].contains(format) else {
             throw ValidationError("--format must be human, tap, junit or jsonl")
@@ -150,7 +156,7 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
-        let specs = try selection.load()
+        let (specs, all) = try selection.loadWithAll()
         let implementation: Implementation
         do { implementation = try resolveImplementation() } catch {
             printError("cluster-conformance: \(error)")
@@ -185,7 +191,9 @@ struct Run: ParsableCommand {
             // The machine-readable report has its own destination; people still see progress.
             reporters.append(HumanReporter(sink: output == nil ? .standardError : .standardOutput, verbose: verbose))
         }
-        let runner = SuiteRunner(implementation: implementation, info: info, options: options, jobs: jobs, repeats: `repeat`)
+        let known = try loadExpectations(for: implCommand == nil ? implementation.name : nil, path: expectations, ids: Set(all.map(\.id)))
+        let runner = SuiteRunner(implementation: implementation, info: info, options: options, jobs: jobs, repeats: `repeat`,
+                                 expectations: known)
         let summary = runner.run(specs, reporter: ReporterFan(reporters))
         if summary.exitCode != 0 { throw ExitCode(summary.exitCode) }
     }
@@ -199,6 +207,85 @@ struct Run: ParsableCommand {
         let fixtures = Layout.fixtures
         let name = impl ?? (FileManager.default.fileExists(atPath: fixtures + "/swift/implementation.yaml") ? "swift" : "node")
         return try Implementation.named(name, fixturesDirectory: fixtures, runtime: runtime)
+    }
+}
+
+/// The expectations of an implementation: `path` ('none' for no file), else `fixtures/<name>/expectations.yaml`.
+func loadExpectations(for name: String?, path: String?, ids: Set<String>) throws -> Expectations {
+    if path == "none" { return Expectations() }
+    guard let file = path ?? name.map({ Layout.fixtures + "/\($0)/expectations.yaml" }) else { return Expectations() }
+    switch Expectations.load(file, knownIDs: ids) {
+    case .success(let e): return e
+    case .failure(let problem):
+        printError("\(problem)")
+        throw Exit.badInput
+    }
+}
+
+struct Matrix: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the suite against several implementations and write CONFORMANCE.md and conformance.html.")
+
+    @OptionGroup var selection: SpecSelection
+
+    @Option(name: .long, help: "An implementation (a directory of fixtures/); repeat for each column, in order.")
+    var impl: [String] = []
+
+    @Option(name: .long, help: "Specs run in parallel (default: the number of cores).")
+    var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(name: .long, help: "Multiply every time budget by this factor.")
+    var timeoutScale: Double = 1
+
+    @Option(name: .long, help: "Where to write CONFORMANCE.md and conformance.html (default: the suite's root).")
+    var outputDirectory: String?
+
+    func validate() throws {
+        guard !impl.isEmpty else { throw ValidationError("give at least one --impl") }
+        guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
+    }
+
+    func run() throws {
+        let (specs, all) = try selection.loadWithAll()
+        var options = RunOptions()
+        options.timeoutScale = timeoutScale
+        var columns: [MatrixColumn] = []
+        var exitCode: Int32 = 0
+        for name in impl {
+            let implementation: Implementation
+            do { implementation = try Implementation.named(name, fixturesDirectory: Layout.fixtures) } catch {
+                printError("cluster-conformance: \(error)")
+                throw Exit.badInput
+            }
+            let info: ImplementationInfo
+            switch implementation.probe(options: options) {
+            case .success(let i): info = i
+            case .failure(let e):
+                printError("cluster-conformance: \(e)")
+                throw Exit.broken
+            }
+            let known = try loadExpectations(for: name, path: nil, ids: Set(all.map(\.id)))
+            let collector = ResultCollector()
+            let runner = SuiteRunner(implementation: implementation, info: info, options: options, jobs: jobs, repeats: 1, expectations: known)
+            let summary = runner.run(specs, reporter: ReporterFan([HumanReporter(sink: .standardOutput), collector]))
+            columns.append(MatrixColumn(info: info, results: collector.results, expectations: known, summary: summary))
+            exitCode = max(exitCode, summary.exitCode)
+        }
+        let matrix = ConformanceMatrix(specs: specs, columns: columns)
+        let command = "cluster-conformance matrix " + impl.map { "--impl \($0)" }.joined(separator: " ")
+        let dir = outputDirectory ?? Layout.root()
+        do {
+            try matrix.markdown(generatedBy: command).write(toFile: dir + "/CONFORMANCE.md", atomically: true, encoding: .utf8)
+            try matrix.html(generatedBy: command).write(toFile: dir + "/conformance.html", atomically: true, encoding: .utf8)
+        } catch {
+            printError("cluster-conformance: cannot write the matrix: \(error.localizedDescription)")
+            throw Exit.badInput
+        }
+        print("wrote \(Layout.relative(dir + "/CONFORMANCE.md")) and \(Layout.relative(dir + "/conformance.html"))")
+        for c in columns {
+            print("  \(c.info.name) \(c.info.version): \(String(format: "%.1f", c.passPercentage)) % pass; \(c.summary.counts)")
+        }
+        if exitCode != 0 { throw ExitCode(exitCode) }
     }
 }
 
