@@ -82,6 +82,16 @@ public struct ConformanceMatrix: Sendable {
         return result
     }
 
+    /// One row's cells: the outcome of each column and its footnote number, if any.
+    func cells(_ spec: Spec, _ notes: [String: [Int: Note]]) -> [(outcome: String, note: Int?)] {
+        columns.enumerated().map { i, c in (c.results[spec.id]?.outcome.name ?? "—", notes[spec.id]?[i]?.number) }
+    }
+
+    /// The summary row of a column: passed, total, percentage.
+    func totals(_ c: MatrixColumn) -> (passed: Int, total: Int, percent: String) {
+        (c.results.values.filter { $0.outcome == .pass }.count, c.results.count, String(format: "%.1f", c.passPercentage))
+    }
+
     func firstLines(_ text: String) -> String {
         let lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         let joined = lines.prefix(3).joined(separator: " ")
@@ -102,21 +112,15 @@ public struct ConformanceMatrix: Sendable {
         md += "broke). Every non-pass cell has a footnote.\n\n"
         md += "| implementation | version | pass | specs | pass % |\n| --- | --- | --- | --- | --- |\n"
         for c in columns {
-            let passed = c.results.values.filter { $0.outcome == .pass }.count
-            md += "| \(c.info.name) | \(c.info.version) | \(passed) | \(c.results.count) | \(String(format: "%.1f", c.passPercentage)) % |\n"
+            let t = totals(c)
+            md += "| \(c.info.name) | \(c.info.version) | \(t.passed) | \(t.total) | \(t.percent) % |\n"
         }
         md += "\n"
         for (area, specs) in areas {
             md += "## \(area)\n\n| spec | " + columns.map { "\($0.info.name) \($0.info.version)" }.joined(separator: " | ") + " |\n"
             md += "| --- |" + String(repeating: " --- |", count: columns.count) + "\n"
             for spec in specs {
-                md += "| `\(spec.id)` |"
-                for (i, c) in columns.enumerated() {
-                    let outcome = c.results[spec.id]?.outcome.name ?? "—"
-                    let note = notes[spec.id]?[i].map { " [\($0.number)]" } ?? ""
-                    md += " \(outcome)\(note) |"
-                }
-                md += "\n"
+                md += "| `\(spec.id)` |" + cells(spec, notes).map { " \($0.outcome)\($0.note.map { " [\($0)]" } ?? "") |" }.joined() + "\n"
             }
             md += "\n"
         }
@@ -156,20 +160,16 @@ public struct ConformanceMatrix: Sendable {
 
             """
         for c in columns {
-            let passed = c.results.values.filter { $0.outcome == .pass }.count
-            h += "<tr><td>\(esc(c.info.name))</td><td>\(esc(c.info.version))</td><td>\(passed)</td><td>\(c.results.count)</td><td>\(String(format: "%.1f", c.passPercentage)) %</td></tr>\n"
+            let t = totals(c)
+            h += "<tr><td>\(esc(c.info.name))</td><td>\(esc(c.info.version))</td><td>\(t.passed)</td><td>\(t.total)</td><td>\(t.percent) %</td></tr>\n"
         }
         h += "</table>\n"
         for (area, specs) in areas {
             h += "<h2>\(esc(area))</h2>\n<table><tr><th>spec</th>" + columns.map { "<th>\(esc($0.info.name)) \(esc($0.info.version))</th>" }.joined() + "</tr>\n"
             for spec in specs {
                 h += "<tr><td><code>\(esc(spec.id))</code></td>"
-                for (i, c) in columns.enumerated() {
-                    let outcome = c.results[spec.id]?.outcome.name ?? "—"
-                    let note = notes[spec.id]?[i].map { " <a href=\"#n\($0.number)\">[\($0.number)]</a>" } ?? ""
-                    h += "<td class=\"\(outcome)\">\(outcome)\(note)</td>"
-                }
-                h += "</tr>\n"
+                    + cells(spec, notes).map { "<td class=\"\($0.outcome)\">\($0.outcome)\($0.note.map { " <a href=\"#n\($0)\">[\($0)]</a>" } ?? "")</td>" }.joined()
+                    + "</tr>\n"
             }
             h += "</table>\n"
         }

@@ -110,6 +110,26 @@ struct SpecSelection: ParsableArguments {
     }
 }
 
+/// How specs are run, shared by `run` and `matrix`.
+struct RunSettings: ParsableArguments {
+    @Option(name: .long, help: "Specs run in parallel (default: the number of cores).")
+    var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(name: .long, help: "Multiply every time budget by this factor.")
+    var timeoutScale: Double = 1
+
+    func validate() throws {
+        guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
+        guard timeoutScale > 0 else { throw ValidationError("--timeout-scale must be positive") }
+    }
+
+    var options: RunOptions {
+        var o = RunOptions()
+        o.timeoutScale = timeoutScale
+        return o
+    }
+}
+
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run specs against an implementation.")
 
@@ -124,11 +144,7 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "The runtime executable for an implementation that names one (deno, bun, node18).")
     var runtime: String?
 
-    @Option(name: .long, help: "Specs run in parallel (default: the number of cores).")
-    var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
-
-    @Option(name: .long, help: "Multiply every time budget by this factor.")
-    var timeoutScale: Double = 1
+    @OptionGroup var settings: RunSettings
 
     @Option(name: .long, help: "Run each spec this many times.")
     var `repeat`: Int = 1
@@ -149,9 +165,7 @@ struct Run: ParsableCommand {
         guard ["human", "tap", "junit", "jsonl"].contains(format) else {
             throw ValidationError("--format must be human, tap, junit or jsonl")
         }
-        guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
         guard `repeat` >= 1 else { throw ValidationError("--repeat must be at least 1") }
-        guard timeoutScale > 0 else { throw ValidationError("--timeout-scale must be positive") }
         if impl != nil && implCommand != nil { throw ValidationError("give --impl or --impl-command, not both") }
     }
 
@@ -162,8 +176,7 @@ struct Run: ParsableCommand {
             printError("cluster-conformance: \(error)")
             throw Exit.badInput
         }
-        var options = RunOptions()
-        options.timeoutScale = timeoutScale
+        let options = settings.options
         let info: ImplementationInfo
         switch implementation.probe(options: options) {
         case .success(let i): info = i
@@ -192,7 +205,7 @@ struct Run: ParsableCommand {
             reporters.append(HumanReporter(sink: output == nil ? .standardError : .standardOutput, verbose: verbose))
         }
         let known = try loadExpectations(for: implCommand == nil ? implementation.name : nil, path: expectations, ids: Set(all.map(\.id)))
-        let runner = SuiteRunner(implementation: implementation, info: info, options: options, jobs: jobs, repeats: `repeat`,
+        let runner = SuiteRunner(implementation: implementation, info: info, options: options, jobs: settings.jobs, repeats: `repeat`,
                                  expectations: known)
         let summary = runner.run(specs, reporter: ReporterFan(reporters))
         if summary.exitCode != 0 { throw ExitCode(summary.exitCode) }
@@ -231,24 +244,18 @@ struct Matrix: ParsableCommand {
     @Option(name: .long, help: "An implementation (a directory of fixtures/); repeat for each column, in order.")
     var impl: [String] = []
 
-    @Option(name: .long, help: "Specs run in parallel (default: the number of cores).")
-    var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
-
-    @Option(name: .long, help: "Multiply every time budget by this factor.")
-    var timeoutScale: Double = 1
+    @OptionGroup var settings: RunSettings
 
     @Option(name: .long, help: "Where to write CONFORMANCE.md and conformance.html (default: the suite's root).")
     var outputDirectory: String?
 
     func validate() throws {
         guard !impl.isEmpty else { throw ValidationError("give at least one --impl") }
-        guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
     }
 
     func run() throws {
         let (specs, all) = try selection.loadWithAll()
-        var options = RunOptions()
-        options.timeoutScale = timeoutScale
+        let options = settings.options
         var columns: [MatrixColumn] = []
         var exitCode: Int32 = 0
         for name in impl {
@@ -266,7 +273,7 @@ struct Matrix: ParsableCommand {
             }
             let known = try loadExpectations(for: name, path: nil, ids: Set(all.map(\.id)))
             let collector = ResultCollector()
-            let runner = SuiteRunner(implementation: implementation, info: info, options: options, jobs: jobs, repeats: 1, expectations: known)
+            let runner = SuiteRunner(implementation: implementation, info: info, options: options, jobs: settings.jobs, repeats: 1, expectations: known)
             let summary = runner.run(specs, reporter: ReporterFan([HumanReporter(sink: .standardOutput), collector]))
             columns.append(MatrixColumn(info: info, results: collector.results, expectations: known, summary: summary))
             exitCode = max(exitCode, summary.exitCode)
