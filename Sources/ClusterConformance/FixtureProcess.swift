@@ -158,7 +158,7 @@ final class FixtureProcess: @unchecked Sendable {
     }
 
     private func readLines(_ fd: Int32, _ onLine: @Sendable (String) -> Void) {
-        var pending: [UInt8] = []
+        var lines = LineBuffer()
         var buffer = [UInt8](repeating: 0, count: 65536)
         while !stopping.load(ordering: .sequentiallyConsistent) {
             // Workers may keep the pipe open after the primary exits, so end of file cannot tell when the
@@ -170,22 +170,12 @@ final class FixtureProcess: @unchecked Sendable {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 { if errno == EINTR || errno == EAGAIN { continue }; break }
             if n == 0 { break }
-            var start = 0
-            for i in 0..<n where buffer[i] == UInt8(ascii: "\n") {
-                pending.append(contentsOf: buffer[start..<i])
-                onLine(String(decoding: pending, as: UTF8.self))
-                pending.removeAll(keepingCapacity: true)
-                start = i + 1
-            }
-            pending.append(contentsOf: buffer[start..<n])
-            if pending.count > Self.maxLine {
-                log.fail("a line on stdout is longer than \(Self.maxLine) bytes without a newline; it begins: \(String(decoding: pending.prefix(200), as: UTF8.self))")
-                pending.removeAll()
+            lines.append(buffer[0..<n], onLine)
+            if lines.pendingCount > Self.maxLine {
+                log.fail("a line on stdout is longer than \(Self.maxLine) bytes without a newline; it begins: \(lines.discard(keeping: 200))")
             }
         }
-        if !pending.isEmpty {
-            onLine(String(decoding: pending, as: UTF8.self))
-        }
+        lines.finish(onLine)
     }
 
     private func readTail(_ fd: Int32) {

@@ -227,3 +227,38 @@ public struct SocketAddress {
     }
 }
 
+
+/// Splits a byte stream into `\n`-terminated lines (the newline is not part of a line).
+public struct LineBuffer: Sendable {
+    private var pending: [UInt8] = []
+
+    /// An empty buffer.
+    public init() {}
+
+    /// Bytes of an unfinished line.
+    public var pendingCount: Int { pending.count }
+
+    /// Adds bytes and calls `onLine` for each line they complete.
+    public mutating func append(_ bytes: ArraySlice<UInt8>, _ onLine: (String) -> Void) {
+        var start = bytes.startIndex
+        for i in bytes.indices where bytes[i] == UInt8(ascii: "\n") {
+            pending.append(contentsOf: bytes[start..<i])
+            onLine(String(decoding: pending, as: UTF8.self))
+            pending.removeAll(keepingCapacity: true)
+            start = i + 1
+        }
+        pending.append(contentsOf: bytes[start...])
+    }
+
+    /// Drops the unfinished line, returning its first `limit` bytes as text.
+    public mutating func discard(keeping limit: Int) -> String {
+        defer { pending.removeAll() }
+        return String(decoding: pending.prefix(limit), as: UTF8.self)
+    }
+
+    /// Calls `onLine` with the unfinished line, if any (at end of stream), and empties the buffer.
+    public mutating func finish(_ onLine: (String) -> Void) {
+        if !pending.isEmpty { onLine(String(decoding: pending, as: UTF8.self)) }
+        pending.removeAll()
+    }
+}
