@@ -128,9 +128,12 @@ public func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws(SystemError) {
 
 /// A socket address of any family, as bytes, with the helpers to use it.
 public struct SocketAddress {
+    /// The address bytes.
     public var storage = sockaddr_storage()
+    /// How many of them are used.
     public var length: socklen_t = 0
 
+    /// `AF_INET`, `AF_INET6` or `AF_UNIX`.
     public var family: Int32 { Int32(storage.ss_family) }
 
     /// A numeric IPv4 or IPv6 address and port.
@@ -170,8 +173,10 @@ public struct SocketAddress {
         length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + 1)
     }
 
+    /// An empty address, for calls that fill one in.
     public init() {}
 
+    /// Calls `body` with the address as the `sockaddr` pointer and length the socket calls take.
     public func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
         withUnsafeBytes(of: storage) { body($0.baseAddress!.assumingMemoryBound(to: sockaddr.self), length) }
     }
