@@ -167,41 +167,19 @@ public final class ClusterWorker {
         case shared(key: String, fd: Int32)
     }
 
-    /// A listen request: the key fields and the options of this listen.
-    struct Query {
-        var address: String?
-        var port: Int
-        var addressType: AddressType
-        var fd: Int32?
-        var backlog: Int32
-        var ipv6Only: Bool = false
-        var reuseAddress: Bool = false
-
-        /// `address:port:addressType:fd`, the key without the index.
-        var tuple: String {
-            let key = HandleKey(address: address, port: port, addressType: addressType, fd: fd, index: 0).description
-            return String(key[..<key.lastIndex(of: ":")!])
-        }
-    }
-
     /// A clustered listen in progress: its index in the tuple and the report to send once it listens.
     struct Ticket {
         var tuple: String
         var index: Int
-        var query: Query
+        var query: ServerRequest
     }
 
     /// Asks the primary for a server; `completion` runs with what it granted.
-    func queryServer(_ query: Query, completion: @escaping (Ticket, Grant) -> Void) -> Ticket {
-        let index = indexes.take(query.tuple)
-        let ticket = Ticket(tuple: query.tuple, index: index, query: query)
-        var fields: [String: JSONValue] = ["act": "queryServer", "port": .number(Double(query.port)),
-                                           "addressType": query.addressType.json, "index": .number(Double(index)),
-                                           "backlog": .number(Double(query.backlog))]
-        if let address = query.address { fields["address"] = .string(address) }
-        if let fd = query.fd { fields["fd"] = .number(Double(fd)) }
-        if query.ipv6Only { fields["ipv6Only"] = true }
-        if query.reuseAddress { fields["reuseAddr"] = true }
+    func queryServer(_ query: ServerRequest, completion: @escaping (Ticket, Grant) -> Void) -> Ticket {
+        var query = query
+        query.index = indexes.take(query.tuple)
+        let ticket = Ticket(tuple: query.tuple, index: query.index, query: query)
+        let fields = query.fields
         request(fields) { reply, fds in
             let key = reply["key"]?.stringValue ?? ""
             if let code = reply["errno"]?.stringValue {

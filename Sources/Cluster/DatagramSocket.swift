@@ -47,7 +47,7 @@ public final class DatagramSocket {
     public func bind(host: String?, port: Int, exclusive: Bool = false, reuseAddress: Bool = false, ipv6Only: Bool = false) {
         let address = host.flatMap { Sockets.resolve($0)?.address } ?? (family == .udp6 ? "::" : "0.0.0.0")
         if let cluster, !exclusive {
-            var query = ClusterWorker.Query(address: address, port: port, addressType: family == .udp6 ? .udp6 : .udp4,
+            var query = ServerRequest(address: address, port: port, addressType: family == .udp6 ? .udp6 : .udp4,
                                             fd: -1, backlog: 0)
             query.reuseAddress = reuseAddress
             query.ipv6Only = ipv6Only

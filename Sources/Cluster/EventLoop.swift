@@ -23,8 +23,6 @@ public final class EventLoop: @unchecked Sendable {
     private var ticks: [() -> Void] = []
     private let submitted = Mutex<[@Sendable () -> Void]>([])
     private let keepAlive = Atomic<Int>(0)
-    private var thread: pthread_t?
-    private var stopped = false
 
     /// A new loop; it runs on the thread that calls `run()`.
     public init() {
@@ -34,9 +32,6 @@ public final class EventLoop: @unchecked Sendable {
         var event = epoll_event(events: EPOLLIN.rawValue, data: epoll_data_t(u64: 0))
         epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, &event)
     }
-
-    /// Whether the caller is on the loop's thread (before `run()`, any thread counts).
-    public var inLoop: Bool { thread.map { pthread_equal($0, pthread_self()) != 0 } ?? true }
 
     // MARK: - Watchers
 
@@ -100,17 +95,13 @@ public final class EventLoop: @unchecked Sendable {
         submit {}
     }
 
-    /// Makes `run()` return after the current callback, whatever is still alive.
-    public func stop() { stopped = true }
-
     private var alive: Bool {
-        !stopped && (referenced > 0 || !ticks.isEmpty || keepAlive.load(ordering: .sequentiallyConsistent) > 0
+        (referenced > 0 || !ticks.isEmpty || keepAlive.load(ordering: .sequentiallyConsistent) > 0
             || !submitted.withLock { $0.isEmpty })
     }
 
     /// Runs callbacks on the calling thread until nothing keeps the loop alive.
     public func run() {
-        thread = pthread_self()
         var events = [epoll_event](repeating: epoll_event(), count: 64)
         runTicks()
         while alive {

@@ -6,16 +6,7 @@ import SystemSupport
 import Glibc
 #endif
 
-/// What a worker asked the primary for: the parts of the handle key plus the options of whoever asked first.
-struct HandleRequest {
-    var address: String?
-    var port: Int
-    var type: AddressType
-    var fd: Int32?
-    var backlog: Int32
-    var ipv6Only: Bool
-    var reuseAddress: Bool
-
+extension ServerRequest {
     /// For a Unix path: the shorter of the absolute path and the path relative to the primary's cwd, so
     /// that a path too long for `sun_path` still binds when its relative form fits (Node's rule).
     var bindPath: String {
@@ -71,11 +62,11 @@ final class RoundRobinHandle: ServerHandle {
     private var workers: [Int: Worker] = [:]
     private var queue = RoundRobinQueue<Int32>()
 
-    init(key: String, request: HandleRequest, primary: Primary) {
+    init(key: String, request: ServerRequest, primary: Primary) {
         self.key = key
         self.primary = primary
         let result: Result<Int32, ClusterError>
-        switch request.type {
+        switch request.addressType {
         case .unix:
             unixPath = request.bindPath
             result = Sockets.listeningUnix(path: request.bindPath, backlog: request.backlog)
@@ -162,12 +153,12 @@ final class SharedHandle: ServerHandle {
     private var createError: ClusterError?
     private var workers: [Int] = []
 
-    init(key: String, request: HandleRequest) {
+    init(key: String, request: ServerRequest) {
         self.key = key
         let result: Result<Int32, ClusterError>
-        switch request.type {
+        switch request.addressType {
         case .udp4, .udp6:
-            result = Sockets.bound(udp: true, host: request.address ?? (request.type == .udp6 ? "::" : "0.0.0.0"),
+            result = Sockets.bound(udp: true, host: request.address ?? (request.addressType == .udp6 ? "::" : "0.0.0.0"),
                                    port: request.port, ipv6Only: request.ipv6Only, reuseAddress: request.reuseAddress)
         case .unix:
             unixPath = request.bindPath

@@ -214,21 +214,13 @@ public final class Primary {
     private func queryServer(_ message: JSONValue, from worker: Worker) {
         // A worker that is being disconnected gets no answer at all (Node's rule).
         if worker.exitedAfterDisconnect == true { return }
-        guard let type = AddressType(json: message["addressType"]) else { return }
-        let address = message["address"]?.stringValue
-        let port = message["port"]?.intValue ?? 0
-        let fd = message["fd"]?.intValue.map(Int32.init)
-        let index = message["index"]?.intValue ?? 0
-        let key = HandleKey(address: address, port: port, addressType: type, fd: fd, index: index).description
+        guard let request = ServerRequest(message: message) else { return }
+        let key = request.key.description
         let handle: ServerHandle
         if let existing = handles[key] {
             handle = existing
         } else {
-            let request = HandleRequest(address: address, port: port, type: type, fd: fd,
-                                        backlog: Int32(message["backlog"]?.intValue ?? 511),
-                                        ipv6Only: message["ipv6Only"]?.boolValue ?? false,
-                                        reuseAddress: message["reuseAddr"]?.boolValue ?? false)
-            if frozenPolicy == .shared || type.isUDP {
+            if frozenPolicy == .shared || request.addressType.isUDP {
                 handle = SharedHandle(key: key, request: request)
             } else {
                 handle = RoundRobinHandle(key: key, request: request, primary: self)

@@ -1,3 +1,5 @@
+import ClusterJSON
+
 /// The bookkeeping of a round-robin handle, without sockets or processes (round_robin_handle.js): which
 /// workers are free, longest free first; connections waiting for one; hand-offs not yet acknowledged.
 ///
@@ -96,6 +98,58 @@ struct RoundRobinQueue<Connection> {
         let redistributed = accepted ? nil : distribute(entry.connection)
         return Acknowledged(connection: entry.connection, redistributed: redistributed,
                             next: next(for: entry.worker), accepted: accepted)
+    }
+}
+
+/// A worker's request for a server (child.js `queryServer`): the parts of the handle key, and the
+/// options of this listen (the primary uses those of whoever asked first). The same value on both sides
+/// of the channel: `fields` is what the worker sends, `init?(message:)` what the primary reads.
+struct ServerRequest {
+    var address: String?
+    var port: Int
+    var addressType: AddressType
+    var fd: Int32?
+    var index = 0
+    var backlog: Int32
+    var ipv6Only = false
+    var reuseAddress = false
+
+    init(address: String?, port: Int, addressType: AddressType, fd: Int32?, backlog: Int32) {
+        self.address = address
+        self.port = port
+        self.addressType = addressType
+        self.fd = fd
+        self.backlog = backlog
+    }
+
+    /// The handle key in the primary's table.
+    var key: HandleKey { HandleKey(address: address, port: port, addressType: addressType, fd: fd, index: index) }
+
+    /// `address:port:addressType:fd`: the key without the index, which counts the worker's listens on it.
+    var tuple: String {
+        let k = key.description
+        return String(k[..<k.lastIndex(of: ":")!])
+    }
+
+    /// The `queryServer` message.
+    var fields: [String: JSONValue] {
+        var f: [String: JSONValue] = ["act": "queryServer", "port": .number(Double(port)), "addressType": addressType.json,
+                                      "index": .number(Double(index)), "backlog": .number(Double(backlog))]
+        if let address { f["address"] = .string(address) }
+        if let fd { f["fd"] = .number(Double(fd)) }
+        if ipv6Only { f["ipv6Only"] = true }
+        if reuseAddress { f["reuseAddr"] = true }
+        return f
+    }
+
+    /// A `queryServer` message read back; nil when its address type is not one Node uses.
+    init?(message m: JSONValue) {
+        guard let type = AddressType(json: m["addressType"]) else { return nil }
+        self.init(address: m["address"]?.stringValue, port: m["port"]?.intValue ?? 0, addressType: type,
+                  fd: m["fd"]?.intValue.map(Int32.init), backlog: Int32(m["backlog"]?.intValue ?? 511))
+        index = m["index"]?.intValue ?? 0
+        ipv6Only = m["ipv6Only"]?.boolValue ?? false
+        reuseAddress = m["reuseAddr"]?.boolValue ?? false
     }
 }
 

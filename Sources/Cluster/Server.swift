@@ -92,7 +92,7 @@ public final class Server {
             listening(on: fd)
         case .fd(let fd):
             if let cluster {
-                listenThroughPrimary(cluster, .init(address: nil, port: 0, addressType: .descriptor, fd: fd, backlog: backlog), requestedPort: 0)
+                listenThroughPrimary(cluster, ServerRequest(address: nil, port: 0, addressType: .descriptor, fd: fd, backlog: backlog), requestedPort: 0)
             } else {
                 Sockets.setNonBlocking(fd)
                 if Glibc.listen(fd, backlog) != 0 { fail(ClusterError(errno: errno, syscall: "listen")); return }
@@ -109,7 +109,7 @@ public final class Server {
             }
             if let cluster, !exclusive {
                 // A listen without host asks for address null, addressType 4 (Node's rule).
-                var query = ClusterWorker.Query(address: resolved?.address, port: port,
+                var query = ServerRequest(address: resolved?.address, port: port,
                                                 addressType: resolved?.family == 6 ? .ipv6 : .ipv4, fd: nil, backlog: backlog)
                 query.ipv6Only = host != nil && ipv6Only
                 listenThroughPrimary(cluster, query, requestedPort: port)
@@ -122,7 +122,7 @@ public final class Server {
         case .unix(let path):
             let absolute = URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL.path
             if let cluster, !exclusive {
-                listenThroughPrimary(cluster, .init(address: absolute, port: -1, addressType: .unix, fd: nil, backlog: backlog), requestedPort: -1)
+                listenThroughPrimary(cluster, ServerRequest(address: absolute, port: -1, addressType: .unix, fd: nil, backlog: backlog), requestedPort: -1)
             } else {
                 switch Sockets.listeningUnix(path: path, backlog: backlog) {
                 case .success(let fd):
@@ -150,7 +150,7 @@ public final class Server {
         }
     }
 
-    private func listenThroughPrimary(_ cluster: ClusterWorker, _ query: ClusterWorker.Query, requestedPort: Int) {
+    private func listenThroughPrimary(_ cluster: ClusterWorker, _ query: ServerRequest, requestedPort: Int) {
         _ = cluster.queryServer(query) { [self] ticket, grant in
             switch grant {
             case .failed(let error):

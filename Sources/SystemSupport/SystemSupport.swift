@@ -211,16 +211,6 @@ public struct SocketAddress {
         }
     }
 
-    /// The remote address of a connected socket.
-    public static func peer(of fd: Int32) -> SocketAddress? {
-        var a = SocketAddress()
-        a.length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let rc = withUnsafeMutableBytes(of: &a.storage) { raw in
-            getpeername(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), &a.length)
-        }
-        return rc == 0 ? a : nil
-    }
-
     /// The local address of a socket.
     public static func local(of fd: Int32) -> SocketAddress? {
         var a = SocketAddress()

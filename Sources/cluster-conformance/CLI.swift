@@ -177,13 +177,7 @@ struct Run: ParsableCommand {
             throw Exit.badInput
         }
         let options = settings.options
-        let info: ImplementationInfo
-        switch implementation.probe(options: options) {
-        case .success(let i): info = i
-        case .failure(let e):
-            printError("cluster-conformance: \(e)")
-            throw Exit.broken
-        }
+        let info = try handshake(implementation, options)
         var reporters: [any Reporter] = []
         let sink: ReportSink
         if let output {
@@ -220,6 +214,16 @@ struct Run: ParsableCommand {
         let fixtures = Layout.fixtures
         let name = impl ?? (FileManager.default.fileExists(atPath: fixtures + "/swift/implementation.yaml") ? "swift" : "node")
         return try Implementation.named(name, fixturesDirectory: fixtures, runtime: runtime)
+    }
+}
+
+/// Starts the implementation once to learn its name, version and features; exit 3 when it cannot.
+func handshake(_ implementation: Implementation, _ options: RunOptions) throws -> ImplementationInfo {
+    switch implementation.probe(options: options) {
+    case .success(let info): return info
+    case .failure(let e):
+        printError("cluster-conformance: \(e)")
+        throw Exit.broken
     }
 }
 
@@ -264,13 +268,7 @@ struct Matrix: ParsableCommand {
                 printError("cluster-conformance: \(error)")
                 throw Exit.badInput
             }
-            let info: ImplementationInfo
-            switch implementation.probe(options: options) {
-            case .success(let i): info = i
-            case .failure(let e):
-                printError("cluster-conformance: \(e)")
-                throw Exit.broken
-            }
+            let info = try handshake(implementation, options)
             let known = try loadExpectations(for: name, path: nil, ids: Set(all.map(\.id)))
             let collector = ResultCollector()
             let runner = SuiteRunner(implementation: implementation, info: info, options: options, jobs: settings.jobs, repeats: 1, expectations: known)
