@@ -31,7 +31,7 @@ final class EventLog: @unchecked Sendable {
 
     /// Bounds that turn a flooding implementation into an outcome instead of exhausting the runner.
     static let maxEvents = 50_000
-    static let maxBytes = 16 << 20
+    static let maxBytes = 256 << 20
 
     /// Appends an event and wakes every waiter.
     func append(_ event: Event) {

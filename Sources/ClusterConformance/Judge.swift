@@ -101,7 +101,7 @@ public enum Judge {
             }
             return nil
 
-        case .events(let sel, let count, let each, let same, let distinct, let groups, let cycle):
+        case .events(let sel, let count, let each, let same, let distinct, let groups, let cycle, let increasing):
             let hits = events.filter { matches(sel, $0) }
             switch count {
             case .exactly(let n)? where hits.count != n:
@@ -143,6 +143,16 @@ public enum Judge {
                             "the order " + values.map { $0.map(\.jsonText) ?? "-" }.joined(separator: ", "))
                 }
             }
+            if let increasing {
+                let values: [Double?] = hits.map { if case .number(let n)? = $0[increasing] { n } else { nil } }
+                if let i = values.indices.first(where: { values[$0] == nil }) {
+                    return ("'\(increasing)' to be a number in every event matching \(render(sel))", hits[i].line)
+                }
+                if let i = values.indices.dropFirst().first(where: { values[$0]! <= values[$0 - 1]! }) {
+                    return ("'\(increasing)' to increase strictly, in log order, over the events matching \(render(sel))",
+                            "\(JSONValue.number(values[i - 1]!).jsonText) then \(JSONValue.number(values[i]!).jsonText) (events \(i) and \(i + 1) of \(hits.count))")
+                }
+            }
             return nil
         }
     }
@@ -179,8 +189,9 @@ public enum Judge {
             func bind(_ s: Selector) -> Selector { Selector(s.order.map { ($0, s.fields[$0]!) } + [(field, .equals(v))]) }
             let kind: Expectation.Kind
             switch e.kind {
-            case .events(let sel, let c, let each, let same, let distinct, let groups, let cycle):
-                kind = .events(bind(sel), count: c, each: each, same: same, distinct: distinct, groups: groups, cycle: cycle)
+            case .events(let sel, let c, let each, let same, let distinct, let groups, let cycle, let increasing):
+                kind = .events(bind(sel), count: c, each: each, same: same, distinct: distinct, groups: groups, cycle: cycle,
+                               increasing: increasing)
             case .never(let sel): kind = .never(bind(sel))
             case .sequence(let sels): kind = .sequence(sels.map(bind))
             }
@@ -191,9 +202,9 @@ public enum Judge {
     static func substitute(_ kind: Expectation.Kind, _ vars: [String: JSONValue]) -> Expectation.Kind {
         guard !vars.isEmpty else { return kind }
         switch kind {
-        case .events(let sel, let c, let each, let same, let distinct, let groups, let cycle):
+        case .events(let sel, let c, let each, let same, let distinct, let groups, let cycle, let increasing):
             return .events(Variables.substitute(sel, vars), count: c, each: each.map { Variables.substitute($0, vars) },
-                           same: same, distinct: distinct, groups: groups, cycle: cycle)
+                           same: same, distinct: distinct, groups: groups, cycle: cycle, increasing: increasing)
         case .never(let sel): return .never(Variables.substitute(sel, vars))
         case .sequence(let sels): return .sequence(sels.map { Variables.substitute($0, vars) })
         }
@@ -208,7 +219,7 @@ public enum Judge {
 
     static func render(_ p: Predicate) -> String {
         switch p {
-        case .equals(let v): return v.jsonText
+        case .equals(let v): return shortened(v.jsonText)
         case .list(let items): return "[" + items.map(render).joined(separator: ", ") + "]"
         case .partial(let m): return "{" + m.keys.sorted().map { "\($0): \(render(m[$0]!))" }.joined(separator: ", ") + "}"
         case .not(let q): return "{$not: \(render(q))}"
@@ -231,13 +242,20 @@ public enum Judge {
     /// The first field of a selector an event fails, explained.
     static func mismatch(_ s: Selector, _ e: Event) -> String {
         for field in s.order where !holds(s.fields[field]!, e[field]) {
-            return "\(field) is \(e[field]?.jsonText ?? "absent"), not \(render(s.fields[field]!))"
+            return "\(field) is \(e[field].map { shortened($0.jsonText) } ?? "absent"), not \(render(s.fields[field]!))"
         }
         return "no field fails"
     }
 
+    /// Text cut to a readable length for a report (a spec may compare megabyte payloads).
+    static func shortened(_ text: String, limit: Int = 300) -> String {
+        let utf8 = text.utf8
+        guard utf8.count > limit else { return text }
+        return String(decoding: utf8.prefix(limit), as: UTF8.self) + "… (\(utf8.count) bytes)"
+    }
+
     static func lines(_ events: [Event], limit: Int = 8) -> String {
-        var parts = events.prefix(limit).map(\.line)
+        var parts = events.prefix(limit).map { shortened($0.line) }
         if events.count > limit { parts.append("… \(events.count - limit) more") }
         return "\n    " + parts.joined(separator: "\n    ")
     }

@@ -84,9 +84,42 @@ public struct Setup: Sendable {
     public var inherit: [InheritedSocket] = []
     /// Directories to create in the temporary directory.
     public var dirs: [String] = []
+    /// Generated strings, each bound to a variable.
+    public var payloads: [Payload] = []
 
     /// Nothing to prepare.
     public init() {}
+}
+
+/// A generated string: `$name` stands for a deterministic text of exactly `bytes` UTF-8 bytes, mixing
+/// one- to four-byte characters so that a framing bug that splits or reorders bytes changes it.
+public struct Payload: Sendable, Hashable {
+    /// The variable name.
+    public var name: String
+    /// The length in UTF-8 bytes.
+    public var bytes: Int
+
+    /// A payload definition.
+    public init(name: String, bytes: Int) {
+        self.name = name
+        self.bytes = bytes
+    }
+
+    /// The text: numbered segments such as `<17:é漢😀>` repeated and cut to exactly `bytes` bytes (the cut
+    /// never splits a character; ASCII pads the end).
+    public var text: String {
+        var utf8: [UInt8] = []
+        utf8.reserveCapacity(bytes)
+        var i = 0
+        while true {
+            let segment = Array("<\(i):é漢😀>".utf8)
+            if utf8.count + segment.count > bytes { break }
+            utf8 += segment
+            i += 1
+        }
+        while utf8.count < bytes { utf8.append(UInt8(ascii: ".")) }
+        return String(decoding: utf8, as: UTF8.self)
+    }
 }
 
 /// A socket the runner creates and passes to the primary at descriptor `fd`.
@@ -123,7 +156,7 @@ public enum ProcessTarget: Sendable, Hashable {
 public enum Side: String, Sendable { case primary, worker }
 
 /// How a worker listens (`server.listen(...)` / `socket.bind(...)` forms).
-public enum ListenTarget: Sendable {
+public enum ListenTarget: Sendable, Hashable {
     /// `listen({host, port, ipv6Only})`; `host` nil means no host argument. `port` may be a variable.
     case tcp(host: String?, port: JSONValue, ipv6Only: Bool?)
     /// `listen(path)`.
@@ -134,6 +167,8 @@ public enum ListenTarget: Sendable {
     case handle(host: String?, port: JSONValue)
     /// `dgram.createSocket(type).bind(...)`.
     case udp(type: String, host: String?, port: JSONValue, reuseAddr: Bool?)
+    /// `http.createServer().listen({host, port, ipv6Only})`.
+    case http(host: String?, port: JSONValue, ipv6Only: Bool?)
 
     /// The transport the runner uses as a client of this server.
     public var transport: String {
@@ -141,12 +176,21 @@ public enum ListenTarget: Sendable {
         case .tcp, .fd, .handle: "tcp"
         case .unix: "unix"
         case .udp: "udp"
+        case .http: "http"
         }
     }
 }
 
+/// A handle sent with a message (`worker.send(message, sendHandle)`, protocol §6.1).
+public enum HandleReference: Sendable, Hashable {
+    /// The sender's listening server of this name.
+    case server(String)
+    /// The oldest connection held by the sender's server of this name.
+    case connection(String)
+}
+
 /// Where a client step connects.
-public enum ClientTarget: Sendable {
+public enum ClientTarget: Sendable, Hashable {
     /// The address a worker reported for this server (`worker` nil: any worker that did).
     case server(String, worker: Int?)
     /// An explicit TCP or UDP address; `port` may be a variable.
@@ -156,7 +200,7 @@ public enum ClientTarget: Sendable {
 }
 
 /// A client step: TCP or Unix connections (`connect`).
-public struct ConnectStep: Sendable {
+public struct ConnectStep: Sendable, Hashable {
     /// Connection order.
     public enum Mode: String, Sendable { case sequential, concurrent }
     /// Where to connect.
@@ -177,8 +221,30 @@ public struct ConnectStep: Sendable {
     public var wait: Int
 }
 
+/// A client step: HTTP requests (`request`).
+public struct RequestStep: Sendable, Hashable {
+    /// Where to connect.
+    public var target: ClientTarget
+    /// The name the runner logs in `server` fields.
+    public var label: String
+    /// How many requests.
+    public var count: Int
+    /// All requests on one kept-alive connection (true) or a new connection per request (false).
+    public var keepAlive: Bool
+    /// The request method.
+    public var method: String
+    /// The request target.
+    public var path: String
+    /// When set, the (last) connection stays open under this name until `release`.
+    public var hold: String?
+    /// When true the step does not wait for the answers.
+    public var background: Bool
+    /// How long to wait for each answer, in milliseconds.
+    public var wait: Int
+}
+
 /// A client step: UDP datagrams (`datagram`).
-public struct DatagramStep: Sendable {
+public struct DatagramStep: Sendable, Hashable {
     /// Where to send.
     public var target: ClientTarget
     /// The name the runner logs in `server` fields.
@@ -191,29 +257,40 @@ public struct DatagramStep: Sendable {
     public var wait: Int
 }
 
+/// The step vocabulary: every step kind a spec may write, by its YAML key. The decoder switches over
+/// this enum exhaustively; the schema and `Specs/README.md` are checked against it by tests.
+public enum StepName: String, CaseIterable, Sendable, Hashable {
+    case fork, setupPrimary, setPolicy, listen, close, maxConnections, send, disconnect, kill, exit, block, chdir
+    case ref, unref, unrefChannel, report, signal, closeInput, await, gone, connect, request, datagram, release
+    case probe, capture, descriptors
+}
+
 /// One step of a spec.
-public struct Step: Sendable {
+public struct Step: Sendable, Hashable {
     /// What the step does.
-    public enum Kind: Sendable {
+    public enum Kind: Sendable, Hashable {
         case fork(count: Int, env: [String: String])
-        case setupPrimary(args: [String]?, silent: Bool?, exec: String?)
+        case setupPrimary(args: [String]?, silent: Bool?, exec: String?, cwd: String?, stdio: [String]?)
         case setPolicy(String)
-        case listen(workers: WorkerSelection, server: String, target: ListenTarget, exclusive: Bool?, backlog: Int?)
-        case close(workers: WorkerSelection, server: String)
+        case listen(ProcessTarget, server: String, target: ListenTarget, exclusive: Bool?, backlog: Int?, hold: Bool?)
+        case close(ProcessTarget, server: String)
         case maxConnections(workers: WorkerSelection, server: String, value: Int)
-        case send(side: Side, workers: WorkerSelection, messages: [JSONValue])
-        case disconnect(workers: WorkerSelection, from: Side)
+        case send(side: Side, workers: WorkerSelection, messages: [JSONValue], handle: HandleReference?)
+        case disconnect(workers: WorkerSelection, from: Side, times: Int)
         case disconnectAll
         case kill(workers: WorkerSelection, signal: String?, from: Side)
         case exit(ProcessTarget, code: Int)
         case block(workers: WorkerSelection, ms: Int)
         case chdir(workers: WorkerSelection, path: String)
-        case report(ProcessTarget, env: [String])
+        case ref(workers: WorkerSelection, server: String, referenced: Bool)
+        case unrefChannel(workers: WorkerSelection)
+        case report(ProcessTarget, env: [String], fds: Bool)
         case signal(ProcessTarget, signal: String)
         case closeInput
         case await(Selector, count: Int)
         case gone(workers: WorkerSelection, within: Int)
         case connect(ConnectStep)
+        case request(RequestStep)
         case datagram(DatagramStep)
         case release(String)
         case probe(server: String)
@@ -227,8 +304,8 @@ public struct Step: Sendable {
     public var expectError: String?
     /// Where the step is written.
     public var location: SourceLocation
-    /// The step's kind as written (`fork`, `listen`, …).
-    public var name: String
+    /// The step's kind as written.
+    public var name: StepName
 }
 
 /// A condition on one event field.
@@ -305,7 +382,8 @@ public struct GroupRule: Sendable, Hashable {
 public struct Expectation: Sendable {
     /// What is checked.
     public enum Kind: Sendable {
-        case events(Selector, count: CountRule?, each: Selector?, same: [String], distinct: [String], groups: GroupRule?, cycle: String?)
+        case events(Selector, count: CountRule?, each: Selector?, same: [String], distinct: [String], groups: GroupRule?, cycle: String?,
+                    increasing: String?)
         case never(Selector)
         case sequence([Selector])
     }

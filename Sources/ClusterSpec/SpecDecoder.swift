@@ -29,10 +29,11 @@ struct SpecDecoder {
     static let topKeys = ["id", "description", "refs", "behaviours", "features", "from", "comment", "timeout",
                           "setup", "steps", "expect"]
     static let requiredTopKeys = ["id", "description", "refs", "behaviours", "features", "steps", "expect"]
-    static let setupKeys = ["policy", "platform", "env", "ports", "inherit", "dirs"]
-    static let stepKinds = ["fork", "setupPrimary", "setPolicy", "listen", "close", "maxConnections", "send",
-                            "disconnect", "kill", "exit", "block", "chdir", "report", "signal", "closeInput",
-                            "await", "gone", "connect", "datagram", "release", "probe", "capture", "descriptors"]
+    static let setupKeys = ["policy", "platform", "env", "ports", "inherit", "dirs", "payloads"]
+    static var stepKinds: [String] { StepName.allCases.map(\.rawValue) }
+    /// The largest generated payload: the loader's input limit (4 MiB), the largest message a spec could
+    /// also have written out in full.
+    static let maxPayload = YAMLLimits().maxBytes
     static let expectationSubjects = ["events", "never", "sequence"]
     static let predicateKeys = ["$not", "$oneOf", "$min", "$max", "$absent", "$type", "$contains"]
     static let behaviourGroups = ["SCHED", "LISTEN", "RR", "SHARED", "ERR", "LIFE", "DISC", "MSG", "SET", "MISC"]
@@ -127,6 +128,20 @@ struct SpecDecoder {
         setup.ports = m["ports"].flatMap { list($0, "ports") }?.compactMap { variableName($0) } ?? []
         setup.dirs = m["dirs"].flatMap { list($0, "dirs") }?.compactMap { relativePath($0) } ?? []
         setup.inherit = m["inherit"].flatMap { list($0, "inherit") }?.compactMap { inheritedSocket($0) } ?? []
+        if let p = m["payloads"] {
+            if case .mapping(let pairs) = p.content {
+                for pair in pairs {
+                    guard let name = variableName(pair.key), let n = int(pair.value, "a payload size") else { continue }
+                    if n < 0 || n > Self.maxPayload {
+                        problem(pair.value, "a payload size is between 0 and \(Self.maxPayload) bytes")
+                        continue
+                    }
+                    setup.payloads.append(Payload(name: name, bytes: n))
+                }
+            } else {
+                problem(p, "payloads maps variable names to sizes in bytes, like {BIG: 4194304}")
+            }
+        }
         return setup
     }
 
@@ -165,146 +180,169 @@ struct SpecDecoder {
     // MARK: - Steps
 
     mutating func decodeStep(_ node: YAMLNode) -> Step? {
+        let names = StepName.allCases.map(\.rawValue)
         guard case .mapping(let pairs) = node.content else {
-            problem(node, "a step must be a mapping with one key, the step kind (\(Self.stepKinds.joined(separator: ", ")))")
+            problem(node, "a step must be a mapping with one key, the step kind (\(names.joined(separator: ", ")))")
             return nil
         }
         var expectError: String?
-        var kindPairs: [YAMLPair] = []
+        var kindPairs: [(StepName, YAMLPair)] = []
         for pair in pairs {
             guard let key = pair.key.scalarString else { problem(pair.key, "keys must be strings"); continue }
             if key == "expectError" {
                 expectError = string(pair.value, "expectError")
-            } else if Self.stepKinds.contains(key) {
-                kindPairs.append(pair)
+            } else if let name = StepName(rawValue: key) {
+                kindPairs.append((name, pair))
             } else {
-                problem(pair.key, "unknown step '\(key)'" + suggestion(key, among: Self.stepKinds + ["expectError"]))
+                problem(pair.key, "unknown step '\(key)'" + suggestion(key, among: names + ["expectError"]))
             }
         }
         guard kindPairs.count == 1 else {
-            if kindPairs.count > 1 { problem(kindPairs[1].key, "a step has exactly one kind; split it into two steps") }
+            if kindPairs.count > 1 { problem(kindPairs[1].1.key, "a step has exactly one kind; split it into two steps") }
             else if problems.isEmpty || problems.last?.location.mark != node.mark { problem(node, "a step needs a kind") }
             return nil
         }
-        let name = kindPairs[0].key.scalarString!
-        let v = kindPairs[0].value
-        guard let kind = stepKind(name, v) else { return nil }
-        return Step(kind: kind, expectError: expectError, location: location(kindPairs[0].key), name: name)
+        let (name, pair) = kindPairs[0]
+        let before = problems.count
+        guard let kind = stepKind(name, pair.value) else {
+            // A step is never dropped in silence: whatever path returned nil, the file gets a problem.
+            if problems.count == before { problem(pair.value, "this '\(name.rawValue)' step cannot be read") }
+            return nil
+        }
+        if problems.count > before { return nil }
+        return Step(kind: kind, expectError: expectError, location: location(pair.key), name: name)
     }
 
-    mutating func stepKind(_ name: String, _ v: YAMLNode) -> Step.Kind? {
+    /// Reads the value of a step of kind `name`. Exhaustive over `StepName`: a new kind does not compile
+    /// until it is read here.
+    mutating func stepKind(_ name: StepName, _ v: YAMLNode) -> Step.Kind? {
         switch name {
-        case "fork":
+        case .fork:
             if v.isScalar { return int(v, "fork").flatMap { positive($0, v, "fork count") }.map { .fork(count: $0, env: [:]) } }
             guard let m = mapping(v, "fork", allowed: ["count", "env"]) else { return nil }
             let count = m["count"].map { n in int(n, "count").flatMap { positive($0, n, "count") } } ?? 1
             let env = m["env"].map { stringMap($0, "env") } ?? [:]
             return count.map { .fork(count: $0, env: env) }
-        case "setupPrimary":
-            guard let m = mapping(v, "setupPrimary", allowed: ["args", "silent", "exec"]) else { return nil }
+        case .setupPrimary:
+            guard let m = mapping(v, "setupPrimary", allowed: ["args", "silent", "exec", "cwd", "stdio"]) else { return nil }
             let args = m["args"].flatMap { list($0, "args") }?.compactMap { string($0, "an argument") }
             let silent = m["silent"].flatMap { bool($0, "silent") }
             let exec = m["exec"].flatMap { oneOf($0, "exec", ["default", "alternate"]) }
-            return .setupPrimary(args: args, silent: silent, exec: exec)
-        case "setPolicy":
+            let cwd = m["cwd"].flatMap { relativePath($0) }
+            let stdio = m["stdio"].flatMap { list($0, "stdio") }?.compactMap { oneOf($0, "a stdio entry", ["pipe", "inherit", "ignore", "ipc"]) }
+            return .setupPrimary(args: args, silent: silent, exec: exec, cwd: cwd, stdio: stdio)
+        case .setPolicy:
             return oneOf(v, "setPolicy", ["rr", "none"]).map { .setPolicy($0) }
-        case "listen":
+        case .listen:
             return listenStep(v)
-        case "close":
-            guard let m = mapping(v, "close", allowed: ["worker", "server"], required: ["worker", "server"]),
-                  let w = workers(m["worker"]!), let s = serverName(m["server"]!) else { return nil }
-            return .close(workers: w, server: s)
-        case "maxConnections":
+        case .close:
+            guard let m = mapping(v, "close", allowed: ["worker", "primary", "server"], required: ["server"]),
+                  let target = processTarget(v, m), let s = serverName(m["server"]!) else { return nil }
+            return .close(target, server: s)
+        case .maxConnections:
             guard let m = mapping(v, "maxConnections", allowed: ["worker", "server", "value"], required: ["worker", "server", "value"]),
                   let w = workers(m["worker"]!), let s = serverName(m["server"]!), let n = int(m["value"]!, "value") else { return nil }
             return .maxConnections(workers: w, server: s, value: n)
-        case "send":
+        case .send:
             return sendStep(v)
-        case "disconnect":
+        case .disconnect:
             if v.isScalar {
                 if v.scalarString == "all" { return .disconnectAll }
                 problem(v, "disconnect takes 'all' (cluster.disconnect()) or a mapping with 'worker'")
                 return nil
             }
-            guard let m = mapping(v, "disconnect", allowed: ["worker", "from"], required: ["worker"]),
+            guard let m = mapping(v, "disconnect", allowed: ["worker", "from", "times"], required: ["worker"]),
                   let w = workers(m["worker"]!) else { return nil }
             let from = m["from"].map { side($0) } ?? .primary
-            return from.map { .disconnect(workers: w, from: $0) }
-        case "kill":
+            let times = m["times"].map { n in int(n, "times").flatMap { positive($0, n, "times") } } ?? 1
+            guard let from, let times else { return nil }
+            if times > 1 && from != .worker { problem(m["times"]!, "times applies to a disconnect from the worker (from: worker)"); return nil }
+            return .disconnect(workers: w, from: from, times: times)
+        case .kill:
             guard let m = mapping(v, "kill", allowed: ["worker", "signal", "from"], required: ["worker"]),
                   let w = workers(m["worker"]!) else { return nil }
             let signal = m["signal"].flatMap { signalName($0) }
             let from = m["from"].map { side($0) } ?? .primary
             return from.map { .kill(workers: w, signal: signal, from: $0) }
-        case "exit":
+        case .exit:
             guard let m = mapping(v, "exit", allowed: ["worker", "primary", "code"], required: ["code"]),
                   let target = processTarget(v, m), let code = int(m["code"]!, "code") else { return nil }
             return .exit(target, code: code)
-        case "block":
+        case .block:
             guard let m = mapping(v, "block", allowed: ["worker", "ms"], required: ["worker", "ms"]),
                   let w = workers(m["worker"]!), let ms = int(m["ms"]!, "ms") else { return nil }
             return .block(workers: w, ms: ms)
-        case "chdir":
+        case .chdir:
             guard let m = mapping(v, "chdir", allowed: ["worker", "path"], required: ["worker", "path"]),
                   let w = workers(m["worker"]!), let p = relativePath(m["path"]!) else { return nil }
             return .chdir(workers: w, path: p)
-        case "report":
-            guard let m = mapping(v, "report", allowed: ["worker", "primary", "env"]), let target = processTarget(v, m) else { return nil }
+        case .ref, .unref:
+            guard let m = mapping(v, name.rawValue, allowed: ["worker", "server"], required: ["worker", "server"]),
+                  let w = workers(m["worker"]!), let s = serverName(m["server"]!) else { return nil }
+            return .ref(workers: w, server: s, referenced: name == .ref)
+        case .unrefChannel:
+            guard let m = mapping(v, "unrefChannel", allowed: ["worker"], required: ["worker"]), let w = workers(m["worker"]!) else { return nil }
+            return .unrefChannel(workers: w)
+        case .report:
+            guard let m = mapping(v, "report", allowed: ["worker", "primary", "env", "fds"]), let target = processTarget(v, m) else { return nil }
             let env = m["env"].flatMap { list($0, "env") }?.compactMap { string($0, "a variable name") } ?? []
-            return .report(target, env: env)
-        case "signal":
+            let fds = m["fds"].flatMap { bool($0, "fds") } ?? false
+            return .report(target, env: env, fds: fds)
+        case .signal:
             guard let m = mapping(v, "signal", allowed: ["worker", "primary", "signal"], required: ["signal"]),
                   let target = processTarget(v, m), let s = signalName(m["signal"]!) else { return nil }
             return .signal(target, signal: s)
-        case "closeInput":
+        case .closeInput:
             guard bool(v, "closeInput") == true else {
                 if v.isScalar { problem(v, "closeInput takes 'true'") }
                 return nil
             }
             return .closeInput
-        case "await":
+        case .await:
             guard case .mapping(let pairs) = v.content else { problem(v, "await takes a selector mapping"); return nil }
-            var count = 1
+            var count: Int? = 1
             var fields: [YAMLPair] = []
             for p in pairs {
-                if p.key.scalarString == "count" { count = int(p.value, "count").flatMap { positive($0, p.value, "count") } ?? 1 }
+                if p.key.scalarString == "count" { count = int(p.value, "count").flatMap { positive($0, p.value, "count") } }
                 else { fields.append(p) }
             }
-            guard let sel = selector(fields, at: v) else { return nil }
+            guard let count, let sel = selector(fields, at: v) else { return nil }
             return .await(sel, count: count)
-        case "gone":
+        case .gone:
             guard let m = mapping(v, "gone", allowed: ["worker", "within"], required: ["within"]),
                   let within = int(m["within"]!, "within") else { return nil }
             let w = m["worker"].map { workers($0) } ?? .all
             return w.map { .gone(workers: $0, within: within) }
-        case "connect":
+        case .connect:
             return connectStep(v).map { .connect($0) }
-        case "datagram":
+        case .request:
+            return requestStep(v).map { .request($0) }
+        case .datagram:
             return datagramStep(v).map { .datagram($0) }
-        case "release":
-            return string(v, "release").map { .release($0) }
-        case "probe":
+        case .release:
+            guard let s = string(v, "release") else { return nil }
+            if s.isEmpty { problem(v, "release takes the name of a hold"); return nil }
+            return .release(s)
+        case .probe:
             if v.isScalar { return serverName(v).map { .probe(server: $0) } }
             guard let m = mapping(v, "probe", allowed: ["server"], required: ["server"]), let s = serverName(m["server"]!) else { return nil }
             return .probe(server: s)
-        case "descriptors":
+        case .descriptors:
             guard let m = mapping(v, "descriptors", allowed: ["worker", "primary"]), let target = processTarget(v, m) else { return nil }
             return .descriptors(target)
-        case "capture":
+        case .capture:
             guard let m = mapping(v, "capture", allowed: ["name", "from", "field"], required: ["name", "from", "field"]),
                   let name = variableName(m["name"]!), let field = string(m["field"]!, "field"),
                   let from = selector(m["from"]!) else { return nil }
             return .capture(name: name, from: from, field: field)
-        default:
-            return nil
         }
     }
 
     mutating func listenStep(_ v: YAMLNode) -> Step.Kind? {
-        let kinds = ["tcp", "unix", "fd", "handle", "udp"]
-        guard let m = mapping(v, "listen", allowed: ["worker", "server", "exclusive", "backlog"] + kinds,
-                              required: ["worker", "server"]),
-              let w = workers(m["worker"]!), let s = serverName(m["server"]!) else { return nil }
+        let kinds = ["tcp", "unix", "fd", "handle", "udp", "http"]
+        guard let m = mapping(v, "listen", allowed: ["worker", "primary", "server", "exclusive", "backlog", "hold"] + kinds,
+                              required: ["server"]),
+              let owner = processTarget(v, m), let s = serverName(m["server"]!) else { return nil }
         let given = kinds.filter { m[$0] != nil }
         guard given.count == 1 else {
             problem(v, "listen needs exactly one of \(kinds.joined(separator: ", "))" + (given.isEmpty ? "" : " (found \(given.joined(separator: ", ")))"))
@@ -313,9 +351,10 @@ struct SpecDecoder {
         let t = m[given[0]]!
         let target: ListenTarget?
         switch given[0] {
-        case "tcp":
-            guard let tm = mapping(t, "tcp", allowed: ["host", "port", "ipv6Only"], required: ["port"]) else { return nil }
-            target = port(tm["port"]!).map { .tcp(host: tm["host"].flatMap { string($0, "host") }, port: $0, ipv6Only: tm["ipv6Only"].flatMap { bool($0, "ipv6Only") }) }
+        case "tcp", "http":
+            guard let tm = mapping(t, given[0], allowed: ["host", "port", "ipv6Only"], required: ["port"]) else { return nil }
+            let host = tm["host"].flatMap { string($0, "host") }, ipv6Only = tm["ipv6Only"].flatMap { bool($0, "ipv6Only") }
+            target = port(tm["port"]!).map { given[0] == "tcp" ? .tcp(host: host, port: $0, ipv6Only: ipv6Only) : .http(host: host, port: $0, ipv6Only: ipv6Only) }
         case "unix":
             if t.isScalar { target = relativePath(t).map { .unix(path: $0) } }
             else {
@@ -333,21 +372,50 @@ struct SpecDecoder {
             target = port(tm["port"]!).map { .udp(type: type, host: tm["host"].flatMap { string($0, "host") }, port: $0, reuseAddr: tm["reuseAddr"].flatMap { bool($0, "reuseAddr") }) }
         }
         guard let target else { return nil }
-        return .listen(workers: w, server: s, target: target,
+        if owner == .primary {
+            switch target {
+            case .tcp, .http: break
+            default: problem(t, "the primary's own server (primary: true) is a tcp or http server"); return nil
+            }
+            for key in ["exclusive", "backlog"] where m[key] != nil { problem(m[key]!, "'\(key)' applies to a worker's server"); return nil }
+        }
+        if m["hold"] != nil, case .udp = target { problem(m["hold"]!, "a UDP socket has no connections to hold"); return nil }
+        return .listen(owner, server: s, target: target,
                        exclusive: m["exclusive"].flatMap { bool($0, "exclusive") },
-                       backlog: m["backlog"].flatMap { int($0, "backlog") })
+                       backlog: m["backlog"].flatMap { int($0, "backlog") },
+                       hold: m["hold"].flatMap { bool($0, "hold") })
     }
 
     mutating func sendStep(_ v: YAMLNode) -> Step.Kind? {
-        guard let m = mapping(v, "send", allowed: ["to", "from", "message", "messages"]) else { return nil }
+        guard let m = mapping(v, "send", allowed: ["to", "from", "message", "messages", "numbers", "handle"]) else { return nil }
         let ends = ["to", "from"].filter { m[$0] != nil }
         guard ends.count == 1 else { problem(v, "send needs exactly one of 'to' (primary to worker) or 'from' (worker to primary)"); return nil }
         guard let w = workers(m[ends[0]]!) else { return nil }
+        let forms = ["message", "messages", "numbers"].filter { m[$0] != nil }
+        guard forms.count == 1 else { problem(v, "send needs exactly one of 'message', 'messages' or 'numbers'"); return nil }
         var messages: [JSONValue] = []
         if let one = m["message"] { messages.append(one.json) }
-        if let many = m["messages"], let items = list(many, "messages") { messages += items.map(\.json) }
-        if messages.isEmpty { problem(v, "send needs 'message' or 'messages'"); return nil }
-        return .send(side: ends[0] == "to" ? .primary : .worker, workers: w, messages: messages)
+        if let many = m["messages"] {
+            guard let items = list(many, "messages") else { return nil }
+            if items.isEmpty { problem(many, "messages must not be empty"); return nil }
+            messages = items.map(\.json)
+        }
+        if let n = m["numbers"] {
+            guard let count = int(n, "numbers").flatMap({ positive($0, n, "numbers") }) else { return nil }
+            if count > 100_000 { problem(n, "numbers is at most 100000"); return nil }
+            messages = (1...count).map { .number(Double($0)) }
+        }
+        var handle: HandleReference?
+        if let h = m["handle"] {
+            guard let hm = mapping(h, "handle", allowed: ["server", "connection"]) else { return nil }
+            switch (hm["server"], hm["connection"]) {
+            case (let s?, nil): guard let name = serverName(s) else { return nil }; handle = .server(name)
+            case (nil, let c?): guard let name = serverName(c) else { return nil }; handle = .connection(name)
+            default: problem(h, "handle needs exactly one of 'server' or 'connection'"); return nil
+            }
+            if messages.count != 1 { problem(h, "a handle goes with exactly one message"); return nil }
+        }
+        return .send(side: ends[0] == "to" ? .primary : .worker, workers: w, messages: messages, handle: handle)
     }
 
     mutating func clientTarget(_ m: [String: YAMLNode], at node: YAMLNode, step: String) -> (ClientTarget, String)? {
@@ -366,21 +434,55 @@ struct SpecDecoder {
               let (target, label) = clientTarget(m, at: v, step: "connect") else { return nil }
         let count = m["count"].map { n in int(n, "count").flatMap { positive($0, n, "count") } } ?? 1
         let mode = m["mode"].map { n in oneOf(n, "mode", ["sequential", "concurrent"]).flatMap(ConnectStep.Mode.init(rawValue:)) } ?? .sequential
-        guard let count, let mode else { return nil }
+        let wait = m["wait"].map { n in int(n, "wait").flatMap { positive($0, n, "wait") } } ?? 5000
+        guard let count, let mode, let wait else { return nil }
         return ConnectStep(target: target, label: m["label"].flatMap { string($0, "label") } ?? label, count: count, mode: mode,
-                           send: m["send"].flatMap { string($0, "send") }, hold: m["hold"].flatMap { string($0, "hold") },
+                           send: m["send"].flatMap { string($0, "send") }, hold: m["hold"].flatMap { holdName($0) },
                            background: m["background"].flatMap { bool($0, "background") } ?? false,
-                           wait: m["wait"].flatMap { int($0, "wait") } ?? 5000)
+                           wait: wait)
+    }
+
+    mutating func requestStep(_ v: YAMLNode) -> RequestStep? {
+        guard let m = mapping(v, "request", allowed: ["server", "worker", "port", "host", "count", "keepAlive", "method", "path",
+                                                     "hold", "background", "wait", "label"]) else { return nil }
+        if m["path"] != nil, m["server"] == nil, m["port"] == nil { problem(v, "request needs 'server' or 'port'; 'path' is the request target"); return nil }
+        var targetFields = m
+        targetFields["path"] = nil
+        guard let (target, label) = clientTarget(targetFields, at: v, step: "request") else { return nil }
+        let count = m["count"].map { n in int(n, "count").flatMap { positive($0, n, "count") } } ?? 1
+        let wait = m["wait"].map { n in int(n, "wait").flatMap { positive($0, n, "wait") } } ?? 5000
+        guard let count, let wait else { return nil }
+        var path = "/"
+        if let p = m["path"] {
+            guard let s = string(p, "path") else { return nil }
+            guard s.hasPrefix("/"), !s.contains(where: { $0 == " " || $0 == "\r" || $0 == "\n" }) else {
+                problem(p, "path must be a request target like /hello, without spaces")
+                return nil
+            }
+            path = s
+        }
+        let method = m["method"].flatMap { oneOf($0, "method", ["GET", "POST", "PUT", "DELETE", "HEAD"]) } ?? "GET"
+        return RequestStep(target: target, label: m["label"].flatMap { string($0, "label") } ?? label, count: count,
+                           keepAlive: m["keepAlive"].flatMap { bool($0, "keepAlive") } ?? false, method: method, path: path,
+                           hold: m["hold"].flatMap { holdName($0) }, background: m["background"].flatMap { bool($0, "background") } ?? false,
+                           wait: wait)
     }
 
     mutating func datagramStep(_ v: YAMLNode) -> DatagramStep? {
         guard let m = mapping(v, "datagram", allowed: ["server", "worker", "port", "host", "count", "payload", "wait", "label"]),
               let (target, label) = clientTarget(m, at: v, step: "datagram") else { return nil }
         let count = m["count"].map { n in int(n, "count").flatMap { positive($0, n, "count") } } ?? 1
-        guard let count else { return nil }
+        let wait = m["wait"].map { n in int(n, "wait").flatMap { positive($0, n, "wait") } } ?? 5000
+        guard let count, let wait else { return nil }
         return DatagramStep(target: target, label: m["label"].flatMap { string($0, "label") } ?? label, count: count,
                             payload: m["payload"].flatMap { string($0, "payload") } ?? "ping",
-                            wait: m["wait"].flatMap { int($0, "wait") } ?? 5000)
+                            wait: wait)
+    }
+
+    mutating func holdName(_ node: YAMLNode) -> String? {
+        guard let s = string(node, "hold") else { return nil }
+        if s.isEmpty { problem(node, "hold takes a name for the held connections"); return nil }
+        return s
     }
 
     mutating func workers(_ node: YAMLNode) -> WorkerSelection? {
@@ -427,7 +529,8 @@ struct SpecDecoder {
     }
 
     mutating func serverName(_ node: YAMLNode) -> String? {
-        guard let s = string(node, "server"), !s.isEmpty else { return nil }
+        guard let s = string(node, "server") else { return nil }
+        if s.isEmpty { problem(node, "a server name must not be empty"); return nil }
         return s
     }
 
@@ -449,7 +552,7 @@ struct SpecDecoder {
     // MARK: - Expectations
 
     mutating func decodeExpectation(_ node: YAMLNode) -> Expectation? {
-        let modifiers = ["count", "each", "same", "distinct", "groups", "cycle"]
+        let modifiers = ["count", "each", "same", "distinct", "groups", "cycle", "increasing"]
         guard let m = mapping(node, "an expectation", allowed: Self.expectationSubjects + modifiers + ["forEach", "because"]) else { return nil }
         let subjects = Self.expectationSubjects.filter { m[$0] != nil }
         guard subjects.count == 1 else {
@@ -489,7 +592,9 @@ struct SpecDecoder {
             let distinct = m["distinct"].flatMap { fieldList($0, "distinct") } ?? []
             let groups = m["groups"].flatMap { groupRule($0) }
             let cycle = m["cycle"].flatMap { string($0, "cycle") }
-            kind = .events(sel, count: count, each: each, same: same, distinct: distinct, groups: groups, cycle: cycle)
+            let increasing = m["increasing"].flatMap { string($0, "increasing") }
+            kind = .events(sel, count: count, each: each, same: same, distinct: distinct, groups: groups, cycle: cycle,
+                           increasing: increasing)
         }
         return Expectation(kind: kind, forEach: forEach, because: because, location: location(node))
     }

@@ -136,6 +136,7 @@ enum VariableCheck {
         var defined: Set<String> = ["TMPDIR"]
         defined.formUnion(spec.setup.ports)
         defined.formUnion(spec.setup.inherit.compactMap(\.portVariable))
+        defined.formUnion(spec.setup.payloads.map(\.name))
         var problems: [SpecProblem] = []
         func check(_ names: [String], at location: SourceLocation, _ known: Set<String>) {
             for name in names where !known.contains(name) {
@@ -149,7 +150,7 @@ enum VariableCheck {
         for e in spec.expect {
             var names: [String] = []
             switch e.kind {
-            case .events(let sel, _, let each, _, _, _, _): names = variables(in: sel) + (each.map(variables(in:)) ?? [])
+            case .events(let sel, _, let each, _, _, _, _, _): names = variables(in: sel) + (each.map(variables(in:)) ?? [])
             case .never(let sel): names = variables(in: sel)
             case .sequence(let sels): names = sels.flatMap(variables(in:))
             }
@@ -160,15 +161,16 @@ enum VariableCheck {
 
     static func variables(in step: Step.Kind) -> [String] {
         switch step {
-        case .listen(_, _, let target, _, _):
+        case .listen(_, _, let target, _, _, _):
             switch target {
-            case .tcp(_, let port, _), .handle(_, let port), .udp(_, _, let port, _): return variables(in: port)
+            case .tcp(_, let port, _), .http(_, let port, _), .handle(_, let port), .udp(_, _, let port, _): return variables(in: port)
             case .unix, .fd: return []
             }
-        case .send(_, _, let messages): return messages.flatMap(variables(in:))
+        case .send(_, _, let messages, _): return messages.flatMap(variables(in:))
         case .await(let sel, _), .capture(_, let sel, _): return variables(in: sel)
         case .connect(let c): if case .address(_, let port) = c.target { return variables(in: port) }
         case .datagram(let d): if case .address(_, let port) = d.target { return variables(in: port) }
+        case .request(let r): if case .address(_, let port) = r.target { return variables(in: port) }
         default: break
         }
         return []

@@ -64,14 +64,14 @@ struct LoaderTests {
         #expect(problems.isEmpty)
         let s = try #require(spec)
         #expect(s.id == "listen.port-zero.same-port")
-        #expect(s.steps.map(\.name) == ["fork", "listen", "await"])
-        guard case .listen(.all, "s", .tcp(let host, let port, nil), nil, nil) = s.steps[1].kind else {
+        #expect(s.steps.map(\.name) == [.fork, .listen, .await])
+        guard case .listen(.workers(.all), "s", .tcp(let host, let port, nil), nil, nil, nil) = s.steps[1].kind else {
             Issue.record("listen step decoded as \(s.steps[1].kind)")
             return
         }
         #expect(host == "127.0.0.1")
         #expect(port == .number(0))
-        guard case .events(let sel, .exactly(3), let each?, ["port"], [], nil, nil) = s.expect[0].kind else {
+        guard case .events(let sel, .exactly(3), let each?, ["port"], [], nil, nil, nil) = s.expect[0].kind else {
             Issue.record("expectation decoded as \(s.expect[0].kind)")
             return
         }
