@@ -112,6 +112,19 @@ struct SchemaTests {
         #expect(keys(s["definitions"]?["step"]?["properties"]) == (SpecDecoder.stepKinds + ["expectError"]).sorted())
     }
 
+    @Test("Specs/README.md's step table lists exactly the step vocabulary")
+    func readmeSteps() throws {
+        let text = try String(contentsOfFile: Paths.specs + "/README.md", encoding: .utf8)
+        let table = try #require(text.components(separatedBy: "## Steps").dropFirst().first?.components(separatedBy: "\n## ").first)
+        // Rows begin "| `name` |" or "| `a` / `b` |".
+        var listed: [String] = []
+        for line in table.split(separator: "\n") where line.hasPrefix("| `") {
+            let cell = line.dropFirst(2).prefix { $0 != "|" }
+            listed += cell.split(separator: "/").map { $0.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "`")) }
+        }
+        #expect(listed.sorted() == StepName.allCases.map(\.rawValue).sorted())
+    }
+
     @Test("setup keys")
     func setup() throws {
         #expect(keys(try schema()["properties"]?["setup"]?["properties"]) == SpecDecoder.setupKeys.sorted())
