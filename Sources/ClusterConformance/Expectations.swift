@@ -23,13 +23,20 @@ public struct KnownDeviation: Sendable, Hashable {
 public struct Expectations: Sendable {
     /// The deviations by spec id.
     public var deviations: [String: KnownDeviation]
+    /// Implementation-wide deviations from the runner's invariants (the file's `invariants` section): a
+    /// violation of one of these is reported beside the spec's own outcome instead of failing it.
+    public var invariants: [Invariant: KnownDeviation]
 
     /// No deviations.
-    public init(_ deviations: [String: KnownDeviation] = [:]) { self.deviations = deviations }
+    public init(_ deviations: [String: KnownDeviation] = [:], invariants: [Invariant: KnownDeviation] = [:]) {
+        self.deviations = deviations
+        self.invariants = invariants
+    }
 
     /// Reads `path`; a missing file means no deviations. Spec ids must exist in `knownIDs`.
     ///
-    /// Format: a mapping from spec id to `{outcome: fail|skip|flaky, reason: "…"}`.
+    /// Format: a mapping from spec id to `{outcome: fail|skip|flaky, reason: "…"}`, and optionally the key
+    /// `invariants` mapping an invariant name (`orphans`, `shutdown`) to `{outcome: flaky|fail, reason: "…"}`.
     public static func load(_ path: String, knownIDs: Set<String>) -> Result<Expectations, SpecProblem> {
         guard FileManager.default.fileExists(atPath: path) else { return .success(Expectations()) }
         func problem(_ mark: SourceMark, _ message: String) -> Result<Expectations, SpecProblem> {
@@ -43,35 +50,64 @@ public struct Expectations: Sendable {
         guard let root else { return .success(Expectations()) }
         guard case .mapping(let pairs) = root.content else { return problem(root.mark, "expectations must map spec ids to {outcome, reason}") }
         var result: [String: KnownDeviation] = [:]
+        var invariants: [Invariant: KnownDeviation] = [:]
         for pair in pairs {
             guard case .scalar(let id, _) = pair.key.content else { return problem(pair.key.mark, "keys must be spec ids") }
+            if id == "invariants" {
+                guard case .mapping(let entries) = pair.value.content else {
+                    return problem(pair.value.mark, "invariants maps an invariant (\(Invariant.allCases.map(\.rawValue).joined(separator: ", "))) to {outcome, reason}")
+                }
+                for entry in entries {
+                    guard case .scalar(let name, _) = entry.key.content, let invariant = Invariant(rawValue: name) else {
+                        return problem(entry.key.mark, "unknown invariant (known: \(Invariant.allCases.map(\.rawValue).joined(separator: ", ")))")
+                    }
+                    switch deviation(entry.value, id: name, path: path) {
+                    case .success(let d):
+                        guard d.expected != .skip else { return problem(entry.value.mark, "an invariant deviation is fail or flaky, not skip") }
+                        invariants[invariant] = d
+                    case .failure(let p): return .failure(p)
+                    }
+                }
+                continue
+            }
             guard knownIDs.contains(id) else {
                 return problem(pair.key.mark, "no spec has the id '\(id)'" + suggestion(id, among: knownIDs.sorted()))
             }
-            guard case .mapping(let fields) = pair.value.content else {
-                return problem(pair.value.mark, "'\(id)' needs {outcome: fail|skip|flaky, reason: …}")
+            switch deviation(pair.value, id: id, path: path) {
+            case .success(let d): result[id] = d
+            case .failure(let p): return .failure(p)
             }
-            var outcome: KnownDeviation.Expected?
-            var reason: String?
-            for f in fields {
-                guard case .scalar(let k, _) = f.key.content, case .scalar(let v, _) = f.value.content else {
-                    return problem(f.key.mark, "outcome and reason are strings")
-                }
-                switch k {
-                case "outcome":
-                    guard let o = KnownDeviation.Expected(rawValue: v) else { return problem(f.value.mark, "outcome must be fail, skip or flaky") }
-                    outcome = o
-                case "reason": reason = v
-                default: return problem(f.key.mark, "unknown key '\(k)' (outcome, reason)")
-                }
-            }
-            guard let outcome else { return problem(pair.value.mark, "'\(id)' has no outcome") }
-            guard let reason, !reason.isEmpty, !reason.contains("\n") else {
-                return problem(pair.value.mark, "'\(id)' needs a one-line reason")
-            }
-            result[id] = KnownDeviation(expected: outcome, reason: reason)
         }
-        return .success(Expectations(result))
+        return .success(Expectations(result, invariants: invariants))
+    }
+
+    /// One `{outcome, reason}` entry.
+    static func deviation(_ node: YAMLNode, id: String, path: String) -> Result<KnownDeviation, SpecProblem> {
+        func problem(_ mark: SourceMark, _ message: String) -> Result<KnownDeviation, SpecProblem> {
+            .failure(SpecProblem(SourceLocation(file: path, mark: mark), message))
+        }
+        guard case .mapping(let fields) = node.content else {
+            return problem(node.mark, "'\(id)' needs {outcome: fail|skip|flaky, reason: …}")
+        }
+        var outcome: KnownDeviation.Expected?
+        var reason: String?
+        for f in fields {
+            guard case .scalar(let k, _) = f.key.content, case .scalar(let v, _) = f.value.content else {
+                return problem(f.key.mark, "outcome and reason are strings")
+            }
+            switch k {
+            case "outcome":
+                guard let o = KnownDeviation.Expected(rawValue: v) else { return problem(f.value.mark, "outcome must be fail, skip or flaky") }
+                outcome = o
+            case "reason": reason = v
+            default: return problem(f.key.mark, "unknown key '\(k)' (outcome, reason)")
+            }
+        }
+        guard let outcome else { return problem(node.mark, "'\(id)' has no outcome") }
+        guard let reason, !reason.isEmpty, !reason.contains("\n") else {
+            return problem(node.mark, "'\(id)' needs a one-line reason")
+        }
+        return .success(KnownDeviation(expected: outcome, reason: reason))
     }
 
     /// The outcome reported for `observed`, given what is expected of spec `id`.

@@ -46,6 +46,34 @@ public struct SpecResult: Sendable {
     public var duration: Duration
     /// The events observed (for the jsonl report).
     public var events: [Event]
+    /// The runner's own invariants that did not hold (judged apart from the spec's expectations).
+    public var invariantViolations: [InvariantViolation] = []
+    /// The outcome of the spec's own steps and expectations, whatever the invariants say.
+    public var specOutcome: Outcome? = nil
+    /// Invariants that did not hold but that the implementation's expectations file states as a known,
+    /// implementation-wide deviation: the outcome is then the spec's own (`pass · orphans`).
+    public var waivedInvariants: [Invariant] = []
+
+    /// The outcome as a matrix shows it: `pass · orphans` when a known invariant deviation was waived.
+    public var label: String {
+        waivedInvariants.isEmpty ? outcome.name : ([outcome.name] + waivedInvariants.map(\.rawValue)).joined(separator: " · ")
+    }
+}
+
+/// An invariant the runner checks on every spec, whatever the spec says (DESIGN.md).
+public enum Invariant: String, Sendable, Hashable, CaseIterable {
+    /// Every process the implementation reported is gone soon after the primary exits.
+    case orphans
+    /// The primary exits when told to shut down.
+    case shutdown
+}
+
+/// One invariant that did not hold in a run.
+public struct InvariantViolation: Sendable, Hashable {
+    /// Which invariant.
+    public var invariant: Invariant
+    /// What was seen.
+    public var message: String
 }
 
 /// Settings that apply to every spec of a run.

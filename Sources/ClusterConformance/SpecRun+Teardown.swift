@@ -11,9 +11,9 @@ import Glibc
 
 extension SpecRun {
 
-    /// Shuts the implementation down, checks for orphans, cleans up; returns invariant failures.
-    func finish(polite: Bool) -> [String] {
-        var failures: [String] = []
+    /// Shuts the implementation down, checks for orphans, cleans up; returns the invariants that failed.
+    func finish(polite: Bool) -> [InvariantViolation] {
+        var failures: [InvariantViolation] = []
         if let process {
             if !polite { process.signalGroup(SIGKILL) }
             if process.termination == nil {
@@ -21,7 +21,7 @@ extension SpecRun {
                 let limit = ContinuousClock.now + scaled(5000)
                 _ = log.wait(until: limit, stopOnViolation: false) { _ in process.termination != nil ? true : nil }
                 if process.termination == nil {
-                    failures.append("the primary did not exit within \(Int(5000 * options.timeoutScale)) ms of the shutdown command")
+                    failures.append(InvariantViolation(invariant: .shutdown, message: "the primary did not exit within \(Int(5000 * options.timeoutScale)) ms of the shutdown command"))
                 }
             }
             // Every process the implementation reported must go by itself.
@@ -36,7 +36,7 @@ extension SpecRun {
             let graceEnd = ContinuousClock.now + scaled(options.orphanGraceMs)
             let running = Set(waitForExit(reported.map(\.1), until: graceEnd))
             for (who, pid) in reported where running.contains(pid) {
-                failures.append("orphan: \(who) (pid \(pid)) was still running \(Int(Double(options.orphanGraceMs) * options.timeoutScale)) ms after the primary exited")
+                failures.append(InvariantViolation(invariant: .orphans, message: "orphan: \(who) (pid \(pid)) was still running \(Int(Double(options.orphanGraceMs) * options.timeoutScale)) ms after the primary exited"))
                 kill(pid, SIGKILL)
             }
             process.signalGroup(SIGKILL)

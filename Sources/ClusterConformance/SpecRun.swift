@@ -75,9 +75,8 @@ final class SpecRun: @unchecked Sendable {
             outcome = .error
             messages.append("protocol violation: \(violation)")
         }
-        if outcome == .pass || outcome == .fail {
-            if !invariantFailures.isEmpty { outcome = .fail; messages += invariantFailures }
-        }
+        // The spec's own expectations are judged whatever the invariants say, so that an implementation-wide
+        // invariant deviation (stated once in an expectations file) cannot hide a spec's own result.
         if outcome == .pass {
             let failures = Judge.failures(of: spec.expect, in: events, variables: variables)
             if !failures.isEmpty {
@@ -85,9 +84,17 @@ final class SpecRun: @unchecked Sendable {
                 messages += failures.map(\.description)
             }
         }
-        return SpecResult(id: spec.id, location: spec.location, outcome: outcome, messages: messages,
-                          logTail: events.suffix(20).map(\.line), stderrTail: process?.stderrText ?? "",
-                          duration: .now - started, events: events)
+        let specOutcome = outcome
+        if (outcome == .pass || outcome == .fail) && !invariantFailures.isEmpty {
+            outcome = .fail
+            messages += invariantFailures.map(\.message)
+        }
+        var result = SpecResult(id: spec.id, location: spec.location, outcome: outcome, messages: messages,
+                                logTail: events.suffix(20).map(\.line), stderrTail: process?.stderrText ?? "",
+                                duration: .now - started, events: events)
+        result.invariantViolations = invariantFailures
+        result.specOutcome = specOutcome
+        return result
     }
 }
 
