@@ -69,9 +69,10 @@ extension SpecRun {
         }
     }
 
-    /// Validates and records one stdout line, reassembling framed events (protocol §1.1).
-    func receive(_ line: String) {
-        if line.utf8.count >= Self.maxLine {
+    /// Validates and records one stdout line, reassembling framed events (protocol §1.1); `framed` marks
+    /// a line reassembled from parts, which may be of any length.
+    func receive(_ line: String, framed: Bool = false) {
+        if !framed && line.utf8.count >= Self.maxLine {
             log.fail("a stdout line of \(line.utf8.count + 1) bytes: a line longer than 4096 bytes must be framed as part lines (protocol §1.1); it begins \(quote(line, limit: 200))")
             return
         }
@@ -88,7 +89,7 @@ extension SpecRun {
                     log.fail("a framed event is not a JSON object with a string 'ev' (other than 'part'): \(quote(whole))")
                     return
                 }
-                receive(whole)
+                receive(whole, framed: true)
             }
             return
         }

@@ -71,7 +71,7 @@ final class SpecRun: @unchecked Sendable {
             log.fail("process\(unfinished.count == 1 ? "" : "es") \(unfinished.map(String.init).joined(separator: ", ")) ended in the middle of a framed event (no part with last: true)")
         }
         let events = log.snapshot()
-        if outcome == .pass, let violation = log.violation {
+        if outcome != .error, let violation = log.violation {
             outcome = .error
             messages.append("protocol violation: \(violation)")
         }

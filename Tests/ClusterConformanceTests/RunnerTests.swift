@@ -94,7 +94,7 @@ struct RunnerTests {
     func oldProtocol() throws {
         let r = try run("old-protocol")
         #expect(r.outcome == .error)
-        #expect(r.messages.first?.contains("protocol mismatch") == true, "\(r.messages)")
+        #expect(r.messages.first?.contains("protocol 0 not supported") == true, "\(r.messages)")
     }
 
     @Test("a primary that exits mid-spec fails the step it was in")
