@@ -50,6 +50,9 @@ let package = Package(
             dependencies: [
                 "ClusterConformance",
                 "ClusterSpec",
+                // Only so that `swift run cluster-conformance` (the README's first command) also builds the
+                // default implementation's fixture next to it; the runner does not import it.
+                "cluster-fixture",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -20,10 +20,46 @@ public struct Implementation: Sendable {
     /// The environment variable that selects a simulated platform.
     public var platformEnv: String?
 
-    /// An implementation given as a bare command (`--impl-command`).
+    /// An implementation given as an argv used as it is (the runner's tests).
     public init(command: [String], name: String = "command") {
         self.name = name
         self.command = command
+    }
+
+    /// An implementation given on the command line (`cluster-conformance run --impl-command`), with every field a
+    /// descriptor has. Paths are resolved against `workingDirectory` (where `cluster-conformance` was started),
+    /// because the fixture itself runs in a private temporary directory: a program written with a `/` becomes
+    /// absolute, a bare program name is left for PATH lookup, and an argument that names an existing file or
+    /// directory becomes absolute. `$runtime` in `argv` stands for `runtime`, as in a descriptor.
+    public static func commandLine(_ argv: [String], workingDirectory: String, name: String? = nil, description: String? = nil,
+                                   policyEnv: String? = nil, platformEnv: String? = nil,
+                                   runtime: String? = nil) throws(ImplementationError) -> Implementation {
+        guard !argv.isEmpty else { throw ImplementationError("--impl-command is empty") }
+        var argv = argv
+        if argv.contains("$runtime") {
+            guard let runtime else { throw ImplementationError("--impl-command names $runtime: give --runtime PATH") }
+            let program = absolute(runtime, against: workingDirectory)
+            guard FileManager.default.isExecutableFile(atPath: program) else {
+                throw ImplementationError("--runtime \(runtime) is not an executable file")
+            }
+            argv = argv.map { $0 == "$runtime" ? program : $0 }
+        } else if runtime != nil {
+            throw ImplementationError("--runtime was given, but --impl-command does not name $runtime")
+        }
+        let program = argv[0].contains("/") ? absolute(argv[0], against: workingDirectory) : argv[0]
+        let arguments = argv.dropFirst().map { arg in
+            let candidate = absolute(arg, against: workingDirectory)
+            return !arg.hasPrefix("/") && FileManager.default.fileExists(atPath: candidate) ? candidate : arg
+        }
+        var impl = Implementation(command: [program] + arguments, name: name ?? URL(fileURLWithPath: program).lastPathComponent)
+        impl.description = description
+        impl.policyEnv = policyEnv
+        impl.platformEnv = platformEnv
+        return impl
+    }
+
+    static func absolute(_ path: String, against directory: String) -> String {
+        path.hasPrefix("/") ? path : URL(fileURLWithPath: directory).appendingPathComponent(path).standardizedFileURL.path
     }
 
     /// Loads `implementation.yaml` from `directory`. A `runtime` entry names the program that runs the
@@ -97,6 +133,49 @@ public struct Implementation: Sendable {
         return FileManager.default.isExecutableFile(atPath: beside) ? beside : arg
     }
 
+    /// Why the program (`command[0]`) cannot be started, if it cannot, saying what to do: a path that is not an
+    /// executable file, or a name found neither next to `cluster-conformance` nor on PATH; when that name is a
+    /// product of the package `cluster-conformance` was built from, the exact `swift build` command that builds it.
+    public func programProblem() -> String? {
+        let program = command[0]
+        var isDirectory: ObjCBool = false
+        if program.contains("/") {
+            if !FileManager.default.fileExists(atPath: program, isDirectory: &isDirectory) { return "\(program) does not exist" }
+            if isDirectory.boolValue || !FileManager.default.isExecutableFile(atPath: program) {
+                return "\(program) is not an executable file (make it executable, or put its interpreter first in the command)"
+            }
+            return nil
+        }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        if path.split(separator: ":").contains(where: { FileManager.default.isExecutableFile(atPath: "\($0)/\(program)") }) { return nil }
+        let here = Self.buildDirectory
+        if let build = Self.buildCommand(forProduct: program) {
+            return "\(program) is not built (it is not in \(here.path)): run `\(build)`"
+        }
+        return "\(program) was found neither in \(here.path) nor on PATH"
+    }
+
+    /// The directory of the running executable: SwiftPM's build directory for `cluster-conformance` and the tests.
+    static var buildDirectory: URL {
+        URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+    }
+
+    /// `swift build … --product NAME` for the package whose build directory holds the running executable
+    /// (`ROOT/.build/TRIPLE/CONFIGURATION/`), when `NAME` is one of its products; nil otherwise.
+    static func buildCommand(forProduct product: String) -> String? {
+        let configuration = buildDirectory.lastPathComponent
+        let scratch = buildDirectory.deletingLastPathComponent().deletingLastPathComponent()
+        let root = scratch.deletingLastPathComponent()
+        guard ["debug", "release"].contains(configuration),
+              let manifest = try? String(contentsOfFile: root.path + "/Package.swift", encoding: .utf8),
+              manifest.contains("name: \"\(product)\"") else { return nil }
+        var command = "swift build"
+        if root.path != FileManager.default.currentDirectoryPath { command += " --package-path \(root.path)" }
+        if scratch.lastPathComponent != ".build" { command += " --scratch-path \(scratch.path)" }
+        if configuration == "release" { command += " -c release" }
+        return command + " --product \(product)"
+    }
+
     static func findRuntime(name: String, override: String?, installed: String?, program: String?) throws(ImplementationError) -> String {
         if let override {
             guard FileManager.default.isExecutableFile(atPath: override) else { throw ImplementationError("--runtime \(override) is not an executable file") }
@@ -143,12 +222,16 @@ public struct ImplementationInfo: Sendable {
 extension Implementation {
     /// Starts the fixture once, performs the handshake and shuts it down, to learn its features.
     public func probe(options: RunOptions) -> Result<ImplementationInfo, ImplementationError> {
+        let label = "the implementation '\(name)'" + (description.map { " (\($0))" } ?? "")
+        if let problem = programProblem() {
+            return .failure(ImplementationError("\(label) cannot start: \(problem)"))
+        }
         let probe = Spec(id: "handshake", description: "handshake", refs: [], behaviours: [], features: [], from: nil,
                          comment: nil, timeout: 10_000, setup: Setup(), steps: [], expect: [],
                          location: SourceLocation(file: "(handshake)", mark: SourceMark(line: 1, column: 1)))
         let result = SpecRun(spec: probe, implementation: self, options: options).run()
         guard result.outcome == .pass, let hello = result.events.first(where: { $0["ev"] == .string("hello") }) else {
-            var message = "the implementation '\(name)' (\(command.joined(separator: " "))) failed the handshake: "
+            var message = "\(label) failed the handshake (\(command.joined(separator: " "))): "
                 + result.messages.joined(separator: "; ")
             if !result.stderrTail.isEmpty { message += "\nstderr:\n" + result.stderrTail.suffix(2000) }
             return .failure(ImplementationError(message))

@@ -138,10 +138,27 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "The implementation: a directory name under fixtures/ (default: swift when present, else node).")
     var impl: String?
 
-    @Option(name: .long, help: "Run this command as the implementation's fixture instead (quoted argv).")
+    @Option(name: .long, help: ArgumentHelp(
+        "Run this command as the implementation's fixture instead (quoted argv).",
+        discussion: "Relative paths are resolved against the current directory; a bare program name is looked up on PATH."))
     var implCommand: String?
 
-    @Option(name: .long, help: "The runtime executable for an implementation that names one (deno, bun, node18).")
+    // The fields of an implementation descriptor (fixtures/PROTOCOL.md §9), for --impl-command.
+    @Option(name: .long, help: "With --impl-command: the implementation's name in the runner's messages (default: the program's name).")
+    var implName: String?
+
+    @Option(name: .long, help: "With --impl-command: one line about the implementation.")
+    var implDescription: String?
+
+    @Option(name: .long, help: ArgumentHelp("With --impl-command: the environment variable that selects the scheduling policy (setup.policy).",
+                                            valueName: "VARIABLE"))
+    var policyEnv: String?
+
+    @Option(name: .long, help: ArgumentHelp("With --impl-command: the environment variable that selects a simulated platform (setup.platform).",
+                                            valueName: "VARIABLE"))
+    var platformEnv: String?
+
+    @Option(name: .long, help: "The runtime executable for an implementation that names one (deno, bun, node18), or $runtime in --impl-command.")
     var runtime: String?
 
     @OptionGroup var settings: RunSettings
@@ -167,6 +184,14 @@ struct Run: ParsableCommand {
         }
         guard `repeat` >= 1 else { throw ValidationError("--repeat must be at least 1") }
         if impl != nil && implCommand != nil { throw ValidationError("give --impl or --impl-command, not both") }
+        if implCommand == nil {
+            // The descriptor of --impl names these itself; an option that would be ignored is refused.
+            let given = [("--impl-name", implName), ("--impl-description", implDescription), ("--policy-env", policyEnv),
+                         ("--platform-env", platformEnv)].filter { $0.1 != nil }.map(\.0)
+            if !given.isEmpty {
+                throw ValidationError("\(given.joined(separator: ", ")) go\(given.count == 1 ? "es" : "") with --impl-command; fixtures/<impl>/implementation.yaml names \(given.count == 1 ? "it" : "them") for --impl")
+            }
+        }
     }
 
     func run() throws {
@@ -207,9 +232,9 @@ struct Run: ParsableCommand {
 
     func resolveImplementation() throws -> Implementation {
         if let implCommand {
-            let argv = try splitCommand(implCommand)
-            guard !argv.isEmpty else { throw ValidationError("--impl-command is empty") }
-            return Implementation(command: argv, name: argv[0])
+            return try Implementation.commandLine(splitCommand(implCommand), workingDirectory: FileManager.default.currentDirectoryPath,
+                                                  name: implName, description: implDescription, policyEnv: policyEnv,
+                                                  platformEnv: platformEnv, runtime: runtime)
         }
         let fixtures = Layout.fixtures
         let name = impl ?? (FileManager.default.fileExists(atPath: fixtures + "/swift/implementation.yaml") ? "swift" : "node")

@@ -61,7 +61,7 @@ struct ProtocolTests {
     @Test("every command the encoder writes for the suite's steps is described, with described fields of the described types")
     func encoderAgrees() throws {
         let d = try Description()
-        let suite = SpecLoader(features: suiteFeatures).loadSuite(paths: [Paths.specs])
+        let suite = SpecLoader(features: try suiteFeatures()).loadSuite(paths: [Paths.specs])
         #expect(suite.problems.isEmpty)
         #expect(suite.specs.count > 0)
         var encoded = 0
