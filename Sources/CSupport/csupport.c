@@ -68,6 +68,87 @@ undo:
     return rc;
 }
 
+int csupport_spawn_fds(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *cwd,
+                       const int *src, const int *dst, int n, int flags) {
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    int moved[64];
+    int n_moved = 0;
+    int max_dst = -1;
+    int rc;
+
+    if (n > 64) return EINVAL;
+    for (int i = 0; i < n; i++) {
+        if (dst[i] < 0 || dst[i] >= 100) return EINVAL;  // sources move to 100 and up
+        if (dst[i] > max_dst) max_dst = dst[i];
+    }
+    // As in csupport_spawn: sources move out of the way first, so no dup2 clobbers a source not yet
+    // duplicated, and every dup2 clears close-on-exec.
+    for (int i = 0; i < n; i++) {
+        moved[i] = -1;
+        if (src[i] < 0) continue;
+        moved[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 100);
+        if (moved[i] < 0) { rc = errno; n_moved = i; goto undo; }
+    }
+    n_moved = n;
+
+    posix_spawn_file_actions_init(&fa);
+    for (int i = 0; i < n; i++) {
+        if (moved[i] >= 0) posix_spawn_file_actions_adddup2(&fa, moved[i], dst[i]);
+        else posix_spawn_file_actions_addopen(&fa, dst[i], "/dev/null", O_RDWR, 0);
+    }
+    // Numbers below the highest target that are not targets: whatever the parent has there (a descriptor
+    // without close-on-exec) must not leak in. Opening /dev/null first makes the close valid either way.
+    for (int fd = 0; fd < max_dst; fd++) {
+        int listed = 0;
+        for (int i = 0; i < n; i++) if (dst[i] == fd) listed = 1;
+        if (listed) continue;
+        posix_spawn_file_actions_addopen(&fa, fd, "/dev/null", O_RDONLY, 0);
+        posix_spawn_file_actions_addclose(&fa, fd);
+    }
+    posix_spawn_file_actions_addclosefrom_np(&fa, max_dst + 1);
+    if (cwd) posix_spawn_file_actions_addchdir_np(&fa, cwd);
+
+    posix_spawnattr_init(&attr);
+    sigset_t empty, defaults;
+    sigemptyset(&empty);
+    sigemptyset(&defaults);
+    int sigs[] = {SIGPIPE, SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+    for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaddset(&defaults, sigs[i]);
+    posix_spawnattr_setsigmask(&attr, &empty);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    short spawn_flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+    if (flags & CSUPPORT_SPAWN_NEW_GROUP) {
+        posix_spawnattr_setpgroup(&attr, 0);
+        spawn_flags |= POSIX_SPAWN_SETPGROUP;
+    }
+    posix_spawnattr_setflags(&attr, spawn_flags);
+
+    rc = posix_spawnp(pid, path, &fa, &attr, argv, envp);
+
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+undo:
+    for (int i = 0; i < n_moved; i++) if (moved[i] >= 0) close(moved[i]);
+    return rc;
+}
+
+int csupport_stream_pair_cloexec(int fds[2]) { return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds); }
+
+int csupport_handle_kind(int fd) {
+    if (fcntl(fd, F_GETFD) < 0) return -1;
+    int value = 0;
+    socklen_t len = sizeof value;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &value, &len) == 0 && value) return 1;
+    len = sizeof value;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &value, &len) == 0 && value == SOCK_STREAM) {
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof peer;
+        if (getpeername(fd, (struct sockaddr *)&peer, &plen) == 0) return 2;
+    }
+    return 3;
+}
+
 int csupport_wifexited(int status) { return WIFEXITED(status); }
 int csupport_wexitstatus(int status) { return WEXITSTATUS(status); }
 int csupport_wifsignaled(int status) { return WIFSIGNALED(status); }

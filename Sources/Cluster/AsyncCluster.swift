@@ -60,8 +60,8 @@ public enum PrimaryEvent: Sendable {
     case online(WorkerSnapshot)
     /// `'listening'`.
     case listening(WorkerSnapshot, ListeningAddress)
-    /// `'message'`.
-    case message(WorkerSnapshot, JSONValue)
+    /// `'message'`, and the handle sent with it, if any.
+    case message(WorkerSnapshot, JSONValue, handle: ReceivedHandle?)
     /// `'disconnect'`.
     case disconnect(WorkerSnapshot)
     /// `'exit'`.
@@ -74,7 +74,7 @@ public enum PrimaryEvent: Sendable {
         case .fork(let w): self = .fork(WorkerSnapshot(w))
         case .online(let w): self = .online(WorkerSnapshot(w))
         case .listening(let w, let a): self = .listening(WorkerSnapshot(w), a)
-        case .message(let w, let m): self = .message(WorkerSnapshot(w), m)
+        case .message(let w, let m, let h): self = .message(WorkerSnapshot(w), m, handle: h)
         case .disconnect(let w): self = .disconnect(WorkerSnapshot(w))
         case .exit(let w, let code, let signal): self = .exit(WorkerSnapshot(w), code: code, signal: signal)
         case .setup(let s): self = .setup(s)
@@ -187,7 +187,8 @@ public final class AsyncWorker: Sendable {
     private let worker: LoopBound<ClusterWorker>
     /// `cluster.worker.id`.
     public let id: Int
-    /// User messages from the primary, in order (`process.on('message')`).
+    /// User messages from the primary, in order (`process.on('message')`). A handle sent with a message
+    /// is not delivered here (it is closed); use the loop-bound `ClusterWorker` to receive handles.
     public let messages: AsyncStream<JSONValue>
 
     init(_ worker: LoopBound<ClusterWorker>) {
@@ -197,8 +198,9 @@ public final class AsyncWorker: Sendable {
         messages = stream
         worker.value.on { event in
             switch event {
-            case .message(let m): continuation.yield(m)
+            case .message(let m, _): continuation.yield(m)
             case .disconnect: continuation.finish()
+            case .error: break  // a failed send already returned false to its caller
             }
         }
     }

@@ -7,108 +7,222 @@ import SystemSupport
 import Glibc
 #endif
 
-/// The IPC channel between the primary and one worker: a `SOCK_SEQPACKET` socketpair, one frame per
-/// packet, so message boundaries and the descriptors attached to a message stay together.
+/// The IPC channel between the primary and one worker: a `SOCK_SEQPACKET` socketpair, so packet boundaries
+/// and the descriptors attached to a packet stay together.
 ///
-/// A frame is one tag byte — `I` for the cluster's own messages, `U` for user messages — followed by one
-/// JSON value. Frames keep their order in both directions; a frame that cannot be sent yet waits in a
-/// queue, in order. A malformed frame is dropped (and any descriptors it carried are closed): a worker
-/// cannot crash its primary with bytes.
+/// A message is one JSON value of a `Kind`. A message that fits in one packet (`maxPacket` bytes, the
+/// common case and the round-robin hand-off hot path) is one packet: the kind's tag byte, then the JSON
+/// text. A longer one is split: a first packet `L`, the kind's tag, the total length of the JSON text as a
+/// big-endian UInt64 and the first bytes; then continuation packets `+` and the next bytes, until the
+/// total is reached. Descriptors travel with a message's first packet. Messages keep their order in both
+/// directions; packets that cannot be sent yet wait in a queue, in order, so the parts of a long message
+/// are never interleaved with another message.
+///
+/// Errors are never silent. A send that cannot complete returns the error (except `EAGAIN`, which
+/// queues); a queued packet that later fails to go out reports the error through `onError` and closes the
+/// channel. A peer that breaks the framing (a message over `maxMessage`, a continuation without a start, a
+/// packet over `maxPacket`) is a protocol error: `onError`, then the channel closes. A single whole
+/// packet that is not a frame (an unknown tag, bad JSON) is dropped and counted, and its descriptors are
+/// closed: a peer cannot crash its partner with bytes.
 final class Channel {
-    /// What a frame carries.
-    enum Kind: UInt8 {
+    /// What a message is, as its tag byte.
+    enum Kind: UInt8, CaseIterable {
         /// The cluster's own traffic.
-        case control = 0x49
+        case control = 0x49  // I
         /// A user message (`worker.send()` / `process.send()`).
-        case user = 0x55
+        case user = 0x55  // U
+        /// A user message with a listening socket attached (Node's `net.Server` handle).
+        case userWithServer = 0x53  // S
+        /// A user message with a connected socket attached (Node's `net.Socket` handle).
+        case userWithConnection = 0x43  // C
+        /// A user message with some other descriptor attached.
+        case userWithOther = 0x4F  // O
     }
 
-    /// The largest frame; user messages beyond it fail with EMSGSIZE.
-    static let maxFrame = 192 * 1024
+    private static let longTag: UInt8 = 0x4C  // L
+    private static let continuationTag: UInt8 = 0x2B  // +
+    private static let longHeader = 10
+
+    /// The largest packet, header included. Well under `net.core.wmem_default` (212,992 bytes here), the
+    /// most one SEQPACKET `sendmsg` can carry, so that a packet fits in an empty socket buffer.
+    static let maxPacket = 64 * 1024
+    /// The largest message (JSON text); a longer one fails with `EMSGSIZE`, and a peer announcing one is a
+    /// protocol error.
+    static let maxMessage = 256 * 1024 * 1024
+    /// The most descriptors one message can carry.
+    static let maxDescriptors = 8
 
     let fd: Int32
     private let loop: EventLoop
     private var watcher: Watcher?
     private var outgoing: [(bytes: [UInt8], fds: [Int32])] = []
-    private var buffer = [UInt8](repeating: 0, count: Channel.maxFrame + 1)
+    private var outgoingHead = 0
+    private var buffer = [UInt8](repeating: 0, count: Channel.maxPacket)
+    private var assembling: (kind: Kind, total: Int, bytes: [UInt8], fds: [Int32])?
     private(set) var isOpen = true
     private var closeWhenFlushed = false
-    /// Frames that could not be decoded, for diagnostics.
+    /// Whole packets that could not be decoded, for diagnostics.
     private(set) var malformedFrames = 0
 
-    /// A frame arrived: its kind, value and the descriptors that came with it (owned by the callee).
+    /// A message arrived: its kind, value and the descriptors that came with it (owned by the callee).
     var onFrame: (Kind, JSONValue, [Int32]) -> Void = { _, _, fds in fds.forEach { Glibc.close($0) } }
     /// The other end closed, or the channel was closed here.
     var onClose: () -> Void = {}
+    /// A protocol error of the peer or a failed write of queued packets; the channel closes right after.
+    var onError: (ClusterError) -> Void = { _ in }
 
     init(fd: Int32, loop: EventLoop) {
         self.fd = fd
         self.loop = loop
         Sockets.setNonBlocking(fd)
-        watcher = loop.watch(fd) { [unowned self] in self.readAvailable() }
+        watcher = loop.watch(fd) { [weak self] in self?.readAvailable() }
     }
+
+    /// Packets waiting to be sent (the peer is not reading fast enough).
+    var queuedPackets: Int { outgoing.count - outgoingHead }
 
     /// Keeps the process alive while the channel is open (default), or not.
     func setReferenced(_ referenced: Bool) {
         if referenced { watcher?.ref() } else { watcher?.unref() }
     }
 
-    /// Queues a frame; false when the channel is closed. The descriptors are duplicated into the peer;
-    /// the caller keeps its own.
+    // MARK: - Sending
+
+    /// Sends a message, or queues it behind earlier ones (or when the socket is full). The descriptors
+    /// are duplicated into the peer; the caller keeps its own. Fails with `ERR_IPC_CHANNEL_CLOSED` on a
+    /// closed (or closing) channel, `EMSGSIZE` beyond `maxMessage`, or the errno of the failed send.
     @discardableResult
     func send(_ kind: Kind, _ value: JSONValue, fds: [Int32] = []) -> Result<Void, ClusterError> {
         guard isOpen, !closeWhenFlushed else {
             return .failure(ClusterError(code: "ERR_IPC_CHANNEL_CLOSED", message: "Channel closed"))
         }
-        let bytes = [kind.rawValue] + Array(value.jsonText.utf8)
-        guard bytes.count <= Channel.maxFrame else {
+        guard fds.count <= Channel.maxDescriptors else {
+            return .failure(ClusterError(code: "EINVAL", errno: EINVAL, syscall: "write",
+                                         message: "a message carries at most \(Channel.maxDescriptors) descriptors"))
+        }
+        var text = Array(value.jsonText.utf8)
+        guard text.count <= Channel.maxMessage else {
             return .failure(ClusterError(code: "EMSGSIZE", errno: EMSGSIZE, syscall: "write",
-                                        message: "a message of \(bytes.count) bytes exceeds \(Channel.maxFrame)"))
+                                         message: "a message of \(text.count) bytes exceeds \(Channel.maxMessage)"))
         }
-        // The common case, and the hand-off hot path: nothing queued, the frame goes out at once with the
-        // caller's descriptors. Only a frame that must wait gets its own duplicates, so that it still
-        // carries valid descriptors if the caller closes its copies meanwhile.
-        if outgoing.isEmpty {
-            let n = bytes.withUnsafeBytes { raw in
-                fds.withUnsafeBufferPointer { csupport_send_with_fds(fd, raw.baseAddress, raw.count, $0.baseAddress, Int32($0.count)) }
-            }
-            if n >= 0 { return .success(()) }
-            guard errno == EAGAIN || errno == EWOULDBLOCK else {
-                // The peer is gone; reading will see the end of the stream.
-                return .success(())
+        if text.count < Channel.maxPacket {
+            // The common case, and the hand-off hot path: one packet, sent at once with the caller's
+            // descriptors when nothing is queued.
+            text.insert(kind.rawValue, at: 0)
+            return send(packets: [text], fds: fds)
+        }
+        return send(packets: Channel.split(kind, text), fds: fds)
+    }
+
+    /// The packets of a long message.
+    private static func split(_ kind: Kind, _ text: [UInt8]) -> [[UInt8]] {
+        var packets: [[UInt8]] = []
+        var first: [UInt8] = [longTag, kind.rawValue]
+        withUnsafeBytes(of: UInt64(text.count).bigEndian) { first.append(contentsOf: $0) }
+        var offset = min(text.count, maxPacket - longHeader)
+        first.append(contentsOf: text[0..<offset])
+        packets.append(first)
+        while offset < text.count {
+            let end = min(text.count, offset + maxPacket - 1)
+            var packet: [UInt8] = [continuationTag]
+            packet.append(contentsOf: text[offset..<end])
+            packets.append(packet)
+            offset = end
+        }
+        return packets
+    }
+
+    /// Sends the packets of one message in order; the descriptors go with the first.
+    private func send(packets: [[UInt8]], fds: [Int32]) -> Result<Void, ClusterError> {
+        var sent = 0
+        if queuedPackets == 0 {
+            while sent < packets.count {
+                if transmit(packets[sent], sent == 0 ? fds : []) >= 0 {
+                    sent += 1
+                    continue
+                }
+                let e = errno
+                if e == EAGAIN || e == EWOULDBLOCK { break }
+                let error = ClusterError(errno: e, syscall: "write")
+                if sent > 0 {
+                    // The peer holds the start of a message it will never see the end of: the channel cannot
+                    // be used any more. It closes once the caller has had the error.
+                    loop.nextTick { [weak self] in self?.drainAndClose() }
+                }
+                return .failure(error)
             }
         }
-        outgoing.append((bytes, fds.map { fcntl($0, F_DUPFD_CLOEXEC, 0) }))
-        flush()
+        guard sent < packets.count else { return .success(()) }
+        // What waits in the queue needs descriptors of its own: the caller may close its copies meanwhile.
+        var copies: [Int32] = []
+        if sent == 0 {
+            for fd in fds {
+                let copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+                guard copy >= 0 else {
+                    let e = errno
+                    copies.forEach { Glibc.close($0) }
+                    return .failure(ClusterError(errno: e, syscall: "dup"))
+                }
+                copies.append(copy)
+            }
+        }
+        let wasIdle = queuedPackets == 0
+        for i in sent..<packets.count {
+            outgoing.append((packets[i], i == sent ? copies : []))
+        }
+        if wasIdle {
+            trace("channel \(fd): send EAGAIN, \(queuedPackets) packets queued")
+            watcher?.setWritable { [weak self] in self?.flush() }
+        }
         return .success(())
     }
 
-    private func flush() {
-        while isOpen, let frame = outgoing.first {
-            let n = frame.bytes.withUnsafeBytes { raw in
-                frame.fds.withUnsafeBufferPointer { fds in
-                    csupport_send_with_fds(fd, raw.baseAddress, raw.count, fds.baseAddress, Int32(fds.count))
-                }
-            }
-            if n < 0 {
-                if errno == EAGAIN || errno == EWOULDBLOCK {
-                    trace("channel \(fd): send EAGAIN with \(outgoing.count) queued")
-                    watcher?.setWritable { [unowned self] in self.flush() }
-                    return
-                }
-                // EPIPE / ECONNRESET: the peer is gone; reading will see the end of the stream.
-                outgoing.forEach { $0.fds.forEach { Glibc.close($0) } }
-                outgoing.removeAll()
-                break
-            }
-            frame.fds.forEach { Glibc.close($0) }
-            outgoing.removeFirst()
+    /// One `sendmsg`; the byte count, or -1 with `errno`.
+    private func transmit(_ bytes: [UInt8], _ fds: [Int32]) -> Int {
+        bytes.withUnsafeBytes { raw in
+            fds.withUnsafeBufferPointer { csupport_send_with_fds(fd, raw.baseAddress, raw.count, $0.baseAddress, Int32($0.count)) }
         }
+    }
+
+    private func flush() {
+        while isOpen, outgoingHead < outgoing.count {
+            let packet = outgoing[outgoingHead]
+            if transmit(packet.bytes, packet.fds) < 0 {
+                let e = errno
+                if e == EAGAIN || e == EWOULDBLOCK { return }
+                // Queued messages cannot be delivered: say so, then close (after reading what the peer
+                // already sent: a worker's last messages before it died still arrive).
+                let lost = queuedPackets
+                dropQueue()
+                onError(ClusterError(code: errnoName(e), errno: e, syscall: "write",
+                                     message: "write \(errnoName(e)): \(lost) queued packets not delivered"))
+                drainAndClose()
+                return
+            }
+            packet.fds.forEach { Glibc.close($0) }
+            outgoing[outgoingHead] = ([], [])
+            outgoingHead += 1
+        }
+        outgoing.removeAll(keepingCapacity: outgoing.count < 1024)
+        outgoingHead = 0
         watcher?.setWritable(nil)
         if closeWhenFlushed && isOpen { close() }
     }
 
-    /// Reads every frame that is already there (used before reporting a worker's exit, so that whatever
+    private func dropQueue() {
+        for i in outgoingHead..<outgoing.count { outgoing[i].fds.forEach { Glibc.close($0) } }
+        outgoing.removeAll()
+        outgoingHead = 0
+    }
+
+    private func drainAndClose() {
+        readAvailable()
+        close()
+    }
+
+    // MARK: - Receiving
+
+    /// Reads every message that is already there (used before reporting a worker's exit, so that whatever
     /// it sent before dying is delivered first).
     func drain() {
         readAvailable()
@@ -116,41 +230,125 @@ final class Channel {
 
     private func readAvailable() {
         while isOpen {
-            var fds = [Int32](repeating: -1, count: 8)
+            var fds = [Int32](repeating: -1, count: Channel.maxDescriptors)
             var nfds: Int32 = 0
             var truncated: Int32 = 0
             let n = buffer.withUnsafeMutableBytes { raw in
-                csupport_recv_with_fds(fd, raw.baseAddress, raw.count, &fds, 8, &nfds, &truncated)
+                csupport_recv_with_fds(fd, raw.baseAddress, raw.count, &fds, Int32(Channel.maxDescriptors), &nfds, &truncated)
             }
+            let received = Array(fds.prefix(Int(nfds)))
             if n < 0 {
                 if errno == EAGAIN || errno == EWOULDBLOCK { return }
-                close()
+                hangUp()
                 return
             }
             if n == 0 {
+                received.forEach { Glibc.close($0) }
                 // A zero-length packet also reads as 0 bytes; only a hang-up is the end of the channel.
                 var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                 if poll(&p, 1, 0) > 0 && p.revents & Int16(POLLHUP) != 0 {
-                    Array(fds.prefix(Int(nfds))).forEach { Glibc.close($0) }
-                    close()
+                    hangUp()
                     return
                 }
                 malformedFrames += 1
-                Array(fds.prefix(Int(nfds))).forEach { Glibc.close($0) }
                 continue
             }
-            let received = Array(fds.prefix(Int(nfds)))
-            guard truncated == 0, let kind = Kind(rawValue: buffer[0]),
-                  let value = try? JSONValue.parse(bytes: Array(buffer[1..<n])) else {
-                malformedFrames += 1
+            if truncated != 0 {
                 received.forEach { Glibc.close($0) }
-                continue
+                protocolError("a packet longer than \(Channel.maxPacket) bytes, or with more than \(Channel.maxDescriptors) descriptors", code: "EMSGSIZE")
+                return
             }
-            onFrame(kind, value, received)
+            packet(count: n, fds: received)
         }
     }
 
-    /// Closes the channel once every queued frame is sent (Node's `process.disconnect()` /
+    /// One packet of `count` bytes in `buffer`.
+    private func packet(count n: Int, fds: [Int32]) {
+        let tag = buffer[0]
+        if let kind = Kind(rawValue: tag) {
+            guard assembling == nil else {
+                fds.forEach { Glibc.close($0) }
+                protocolError("a message began inside a long message")
+                return
+            }
+            deliver(kind, Array(buffer[1..<n]), fds)
+        } else if tag == Channel.longTag {
+            guard assembling == nil else {
+                fds.forEach { Glibc.close($0) }
+                protocolError("a long message began inside another")
+                return
+            }
+            guard n >= Channel.longHeader, let kind = Kind(rawValue: buffer[1]) else {
+                fds.forEach { Glibc.close($0) }
+                protocolError("a malformed long-message header")
+                return
+            }
+            let total = buffer[2..<10].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            guard total <= UInt64(Channel.maxMessage) else {
+                fds.forEach { Glibc.close($0) }
+                protocolError("a message of \(total) bytes exceeds \(Channel.maxMessage)", code: "EMSGSIZE")
+                return
+            }
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(Int(total))
+            bytes.append(contentsOf: buffer[Channel.longHeader..<n])
+            assembling = (kind, Int(total), bytes, fds)
+            continueAssembly()
+        } else if tag == Channel.continuationTag {
+            guard assembling != nil else {
+                fds.forEach { Glibc.close($0) }
+                protocolError("a continuation without a long message")
+                return
+            }
+            assembling!.bytes.append(contentsOf: buffer[1..<n])
+            assembling!.fds += fds
+            continueAssembly()
+        } else {
+            malformedFrames += 1
+            fds.forEach { Glibc.close($0) }
+        }
+    }
+
+    private func continueAssembly() {
+        guard let a = assembling else { return }
+        if a.bytes.count > a.total || a.fds.count > Channel.maxDescriptors {
+            protocolError("a long message longer than announced")
+        } else if a.bytes.count == a.total {
+            assembling = nil
+            deliver(a.kind, a.bytes, a.fds)
+        }
+    }
+
+    private func deliver(_ kind: Kind, _ text: [UInt8], _ fds: [Int32]) {
+        guard let value = try? JSONValue.parse(bytes: text) else {
+            malformedFrames += 1
+            fds.forEach { Glibc.close($0) }
+            return
+        }
+        onFrame(kind, value, fds)
+    }
+
+    /// The peer is gone. Messages still queued for it are lost: that is reported, not dropped silently.
+    private func hangUp() {
+        if queuedPackets > 0 {
+            let lost = queuedPackets
+            dropQueue()
+            onError(ClusterError(code: "EPIPE", errno: EPIPE, syscall: "write",
+                                 message: "write EPIPE: the peer closed the channel; \(lost) queued packets not delivered"))
+        }
+        close()
+    }
+
+    private func protocolError(_ text: String, code: String = "EPROTO") {
+        trace("channel \(fd): protocol error: \(text)")
+        let errnoValue = code == "EMSGSIZE" ? EMSGSIZE : EPROTO
+        onError(ClusterError(code: code, errno: errnoValue, syscall: "read", message: "IPC protocol error: \(text)"))
+        close()
+    }
+
+    // MARK: - Closing
+
+    /// Closes the channel once every queued message is sent (Node's `process.disconnect()` /
     /// `subprocess.disconnect()`); `onClose` runs once.
     func disconnect() {
         guard isOpen else { return }
@@ -158,12 +356,13 @@ final class Channel {
         flush()
     }
 
-    /// Closes the channel now, dropping queued frames; `onClose` runs once.
+    /// Closes the channel now, dropping queued messages; `onClose` runs once.
     func close() {
         guard isOpen else { return }
         isOpen = false
-        outgoing.forEach { $0.fds.forEach { Glibc.close($0) } }
-        outgoing.removeAll()
+        dropQueue()
+        assembling?.fds.forEach { Glibc.close($0) }
+        assembling = nil
         watcher?.cancel()
         watcher = nil
         Glibc.close(fd)

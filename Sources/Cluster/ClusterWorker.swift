@@ -8,10 +8,13 @@ import Glibc
 
 /// An event of `cluster.worker` inside a worker process.
 public enum WorkerProcessEvent {
-    /// A user message from the primary (`process.on('message')`).
-    case message(JSONValue)
+    /// A user message from the primary (`process.on('message')`), and the handle sent with it, if any.
+    case message(JSONValue, handle: ReceivedHandle?)
     /// The IPC channel closed (`cluster.worker.on('disconnect')`).
     case disconnect
+    /// `cluster.worker.on('error')`: a send on a closed channel (`ERR_IPC_CHANNEL_CLOSED`), a failed write,
+    /// or a protocol error of the primary (after which the channel closes).
+    case error(ClusterError)
 }
 
 /// The worker process's side of the cluster (Node's `cluster.worker` inside a worker): talks to the
@@ -41,8 +44,12 @@ public final class ClusterWorker {
         self.id = id
         self.loop = loop
         self.channel = Channel(fd: channelFD, loop: loop)
-        channel.onFrame = { [unowned self] kind, value, fds in received(kind, value, fds) }
-        channel.onClose = { [unowned self] in channelClosed() }
+        channel.onFrame = { [weak self] kind, value, fds in
+            guard let self else { fds.forEach { close($0) }; return }
+            received(kind, value, fds)
+        }
+        channel.onError = { [weak self] error in self?.handlers.forEach { $0(.error(error)) } }
+        channel.onClose = { [weak self] in self?.channelClosed() }
         channel.send(.control, .object(JSONObject([("act", "online")])))
     }
 
@@ -56,10 +63,35 @@ public final class ClusterWorker {
     /// default.
     public func setChannelReferenced(_ referenced: Bool) { channel.setReferenced(referenced) }
 
-    /// `process.send(message)` / `cluster.worker.send(message)`: false when the channel is closed.
+    /// `process.send(message)` / `cluster.worker.send(message)`: false when the message cannot be sent
+    /// (the channel is closed, say), and an `'error'` event follows on the next tick, as in Node.
     @discardableResult
     public func send(_ message: JSONValue) -> Bool {
-        if case .success = channel.send(.user, message) { return true }
+        switch channel.send(.user, message) {
+        case .success: return true
+        case .failure(let error): return failed(error)
+        }
+    }
+
+    /// `process.send(message, sendHandle)`: sends a handle with the message (its descriptor by SCM_RIGHTS).
+    /// A sent server keeps listening here; a sent connection is closed here unless `keepOpen`. Returns
+    /// false, with an `'error'` event to follow, when the message cannot be sent (the handle then stays
+    /// open).
+    /// - Throws: `ERR_INVALID_HANDLE_TYPE` when the handle has no descriptor to send: a round-robin server
+    ///   (its socket is the primary's), a closed connection.
+    @discardableResult
+    public func send(_ message: JSONValue, handle: SendHandle) throws(ClusterError) -> Bool {
+        let (fd, kind) = try handle.resolve()
+        switch channel.send(Channel.Kind(userMessageWith: kind), message, fds: [fd]) {
+        case .success:
+            handle.sent()
+            return true
+        case .failure(let error): return failed(error)
+        }
+    }
+
+    private func failed(_ error: ClusterError) -> Bool {
+        loop.nextTick { [weak self] in self?.handlers.forEach { $0(.error(error)) } }
         return false
     }
 
@@ -85,9 +117,10 @@ public final class ClusterWorker {
     // MARK: - Messages
 
     private func received(_ kind: Channel.Kind, _ value: JSONValue, _ fds: [Int32]) {
-        if kind == .user {
-            fds.forEach { close($0) }
-            if !isInternal(value) { handlers.forEach { $0(.message(value)) } }
+        let (isUser, handleKind) = kind.userMessage
+        if isUser {
+            let handle = receivedHandle(handleKind, fds)
+            if !isInternal(value) { handlers.forEach { $0(.message(value, handle: handle)) } }
             return
         }
         switch value["act"]?.stringValue {
@@ -258,7 +291,10 @@ public enum Cluster {
         let r: ClusterRole
         if let text = env[ClusterEnvironment.workerID], let id = Int(text) {
             unsetenv(ClusterEnvironment.workerID)
-            r = .worker(ClusterWorker(id: id, loop: loop, channelFD: ClusterEnvironment.channelFD))
+            // The channel is at 3 unless the primary's `stdio` put it elsewhere and said so.
+            let channelFD = env[ClusterEnvironment.channelFDVariable].flatMap { Int32($0) } ?? ClusterEnvironment.channelFD
+            unsetenv(ClusterEnvironment.channelFDVariable)
+            r = .worker(ClusterWorker(id: id, loop: loop, channelFD: channelFD))
         } else {
             r = .primary(Primary(loop: loop, environment: env))
         }

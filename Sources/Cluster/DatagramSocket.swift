@@ -29,12 +29,32 @@ public final class DatagramSocket {
     private var watcher: Watcher?
     private var clustered: (key: String, ticket: ClusterWorker.Ticket)?
     private var buffer = [UInt8](repeating: 0, count: 65536)
+    private var referenced = true
 
     /// A socket of `family` on `loop`; `cluster` is this process's worker runtime when it is a worker.
     public init(loop: EventLoop, family: Family, cluster: ClusterWorker? = nil) {
         self.loop = loop
         self.family = family
         self.cluster = cluster
+    }
+
+    // A socket dropped while bound is closed: nothing keeps watching a socket nobody serves.
+    deinit {
+        watcher?.cancel()
+        if fd >= 0 { Glibc.close(fd) }
+        if let (key, ticket) = clustered { cluster?.released(key: key, ticket: ticket) }
+    }
+
+    /// `socket.ref()`: a bound socket keeps the event loop (so the process) alive; the default.
+    public func ref() {
+        referenced = true
+        watcher?.ref()
+    }
+
+    /// `socket.unref()`: the socket no longer keeps the event loop alive. May be called before `bind()`.
+    public func unref() {
+        referenced = false
+        watcher?.unref()
     }
 
     /// `socket.address()`; nil unless bound.
@@ -61,8 +81,8 @@ public final class DatagramSocket {
                     loop.nextTick { [self] in onError(ClusterError(code: "EPROTO", message: "the primary sent no socket for a UDP bind")) }
                 case .shared(let key, let sharedFD):
                     clustered = (key, ticket)
-                    cluster.track(key: key) { [unowned self] done in
-                        close()
+                    cluster.track(key: key) { [weak self] done in
+                        self?.close()
                         done()
                     }
                     adopt(sharedFD) { cluster.reportListening(ticket, port: SocketAddress.local(of: sharedFD)?.port ?? port) }
@@ -79,7 +99,7 @@ public final class DatagramSocket {
     private func adopt(_ socket: Int32, then report: (() -> Void)?) {
         fd = socket
         Sockets.setNonBlocking(socket)
-        watcher = loop.watch(socket) { [unowned self] in receiveAll() }
+        watcher = loop.watch(socket, referenced: referenced) { [weak self] in self?.receiveAll() }
         loop.nextTick { [self] in
             guard fd >= 0 else { return }
             onListening()

@@ -59,7 +59,7 @@ public final class EventLoop: @unchecked Sendable {
 
     fileprivate func update(_ w: Watcher) {
         guard w.pollable, !w.cancelled else { return }
-        var mask = EPOLLIN.rawValue
+        var mask: UInt32 = w.reading ? EPOLLIN.rawValue : 0
         if w.onWritable != nil { mask |= EPOLLOUT.rawValue }
         var event = epoll_event(events: mask, data: epoll_data_t(u64: w.id))
         epoll_ctl(epfd, EPOLL_CTL_MOD, w.fd, &event)
@@ -165,6 +165,7 @@ public final class Watcher {
     public let fd: Int32
     var onReadable: () -> Void
     var onWritable: (() -> Void)?
+    var reading = true
     var pollable = true
     var lastInBatch = false
     private(set) var cancelled = false
@@ -193,7 +194,16 @@ public final class Watcher {
 
     /// Calls `body` when the descriptor is writable, until cleared with nil.
     public func setWritable(_ body: (() -> Void)?) {
+        if body == nil && onWritable == nil { return }
         onWritable = body
+        loop.update(self)
+    }
+
+    /// Stops (false) or resumes (true) calling `onReadable` when the descriptor is readable, for a reader
+    /// that must not take more input for now. A hang-up or error is still reported to `onReadable`.
+    public func setReading(_ on: Bool) {
+        guard on != reading else { return }
+        reading = on
         loop.update(self)
     }
 

@@ -97,6 +97,22 @@ public struct ClusterSettings: Sendable, Hashable {
     public var silent: Bool
     /// The worker's working directory (`cwd`); nil inherits the primary's.
     public var cwd: String?
+    /// The worker's descriptors by number (`stdio`); nil means `silent` decides. Exactly one entry must be
+    /// `.ipc`.
+    public var stdio: [StdioOption]? = nil
+}
+
+/// One entry of `cluster.settings.stdio`: what the worker gets at that descriptor number.
+public enum StdioOption: String, Sendable, Hashable {
+    /// A new socket pair to the primary (Node's `'pipe'`, a Unix stream socket as in libuv); the primary
+    /// keeps the other end (`Worker.stdio`).
+    case pipe
+    /// The primary's own descriptor of the same number (`'inherit'`).
+    case inherit
+    /// Nothing: `/dev/null` for 0–2, closed otherwise (`'ignore'`).
+    case ignore
+    /// The IPC channel (`'ipc'`).
+    case ipc
 }
 
 /// What `cluster.setupPrimary()` changes; nil members keep their current value.
@@ -109,13 +125,16 @@ public struct SettingsUpdate: Sendable {
     public var silent: Bool?
     /// `cwd`.
     public var cwd: String?
+    /// `stdio`.
+    public var stdio: [StdioOption]?
 
     /// An update of these members.
-    public init(exec: String? = nil, args: [String]? = nil, silent: Bool? = nil, cwd: String? = nil) {
+    public init(exec: String? = nil, args: [String]? = nil, silent: Bool? = nil, cwd: String? = nil, stdio: [StdioOption]? = nil) {
         self.exec = exec
         self.args = args
         self.silent = silent
         self.cwd = cwd
+        self.stdio = stdio
     }
 }
 
@@ -127,8 +146,8 @@ public enum ClusterEvent {
     case online(Worker)
     /// `'listening'`: a worker's clustered server listens.
     case listening(Worker, ListeningAddress)
-    /// `'message'`: a user message from a worker.
-    case message(Worker, JSONValue)
+    /// `'message'`: a user message from a worker, and the handle sent with it, if any.
+    case message(Worker, JSONValue, handle: ReceivedHandle?)
     /// `'disconnect'`: a worker's IPC channel closed.
     case disconnect(Worker)
     /// `'exit'`: a worker's process ended with a code or a signal.
@@ -143,8 +162,8 @@ public enum WorkerEvent {
     case online
     /// `'listening'`.
     case listening(ListeningAddress)
-    /// `'message'`.
-    case message(JSONValue)
+    /// `'message'`, and the handle sent with it, if any.
+    case message(JSONValue, handle: ReceivedHandle?)
     /// `'disconnect'`.
     case disconnect
     /// `'exit'`.
@@ -162,8 +181,11 @@ public enum ClusterEnvironment {
     public static let schedulingPolicy = "NODE_CLUSTER_SCHED_POLICY"
     /// Simulates another platform's defaults (`win32`: policy `none`), for tests.
     public static let platform = "SWIFT_CLUSTER_PLATFORM"
-    /// The descriptor of a worker's IPC channel (Node's `NODE_CHANNEL_FD` is 3 as well).
+    /// The descriptor of a worker's IPC channel by default (Node's `NODE_CHANNEL_FD` is 3 as well).
     public static let channelFD: Int32 = 3
+    /// Set in a worker's environment to its channel's descriptor number when `stdio` puts it elsewhere, and
+    /// removed at start-up; Node's name.
+    public static let channelFDVariable = "NODE_CHANNEL_FD"
 }
 
 /// Process exit with hooks, like Node's `process.on('exit')` and `process.exit()`.

@@ -69,9 +69,26 @@ public final class Primary {
         if let args = update.args { s.args = args }
         if let silent = update.silent { s.silent = silent }
         if let cwd = update.cwd { s.cwd = cwd }
+        if let stdio = update.stdio { s.stdio = stdio }
         settings = s
         if frozenPolicy == nil { frozenPolicy = schedulingPolicy }
         loop.nextTick { [self] in emit(.setup(s)) }
+    }
+
+    /// The descriptors a worker gets (Node's `stdio` normalisation): `settings.stdio` padded with `.pipe`
+    /// up to the three standard ones, or from `silent` when it is not set; exactly one `.ipc`.
+    static func stdioLayout(_ s: ClusterSettings) throws(ClusterError) -> [StdioOption] {
+        guard var layout = s.stdio else {
+            return s.silent ? [.pipe, .pipe, .pipe, .ipc] : [.inherit, .inherit, .inherit, .ipc]
+        }
+        while layout.count < 3 { layout.append(.pipe) }
+        switch layout.filter({ $0 == .ipc }).count {
+        case 0:
+            throw ClusterError(code: "ERR_CHILD_PROCESS_IPC_REQUIRED",
+                               message: "Forked processes must have an IPC channel, missing value 'ipc' in options.stdio")
+        case 1: return layout
+        default: throw ClusterError(code: "ERR_IPC_ONE_PIPE", message: "Child process can have only one IPC pipe")
+        }
     }
 
     /// The resolved path of the running executable (`/proc/self/exe`).
@@ -92,44 +109,61 @@ public final class Primary {
         for (k, v) in env { childEnv[k] = v }
         childEnv[ClusterEnvironment.workerID] = String(id)
 
-        var pair: [Int32] = [-1, -1]
-        guard socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
-            throw ClusterError(errno: errno, syscall: "socketpair")
+        let layout = try Primary.stdioLayout(s)
+        let channelIndex = layout.firstIndex(of: .ipc)!
+        if channelIndex != Int(ClusterEnvironment.channelFD) {
+            childEnv[ClusterEnvironment.channelFDVariable] = String(channelIndex)
         }
-        var stdio: [Int32] = [0, 1, 2]
-        var pipes: [(read: Int32, write: Int32)] = []
-        if s.silent {
-            // Node pipes all three; the worker's stdin then reads end of file.
-            for _ in 0..<3 {
-                var p: [Int32] = [-1, -1]
-                guard csupport_pipe_cloexec(&p) == 0 else { throw ClusterError(errno: errno, syscall: "pipe") }
-                pipes.append((p[0], p[1]))
+
+        // Everything opened here is closed on every path out, except the primary's ends a worker keeps.
+        var childEnds: [Int32] = []
+        var parentEnds = [Int32?](repeating: nil, count: layout.count)
+        var channelFD: Int32 = -1
+        var keep = false
+        defer {
+            childEnds.forEach { close($0) }
+            if !keep {
+                parentEnds.forEach { if let fd = $0 { close(fd) } }
+                if channelFD >= 0 { close(channelFD) }
             }
-            stdio = [pipes[0].read, pipes[1].write, pipes[2].write]
+        }
+        var sources: [Int32] = []
+        var targets: [Int32] = []
+        for (index, option) in layout.enumerated() {
+            let target = Int32(index)
+            switch option {
+            case .ipc, .pipe:
+                var pair: [Int32] = [-1, -1]
+                let rc = option == .ipc
+                    ? socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair)
+                    : csupport_stream_pair_cloexec(&pair)
+                guard rc == 0 else { throw ClusterError(errno: errno, syscall: "socketpair") }
+                childEnds.append(pair[1])
+                if option == .ipc { channelFD = pair[0] } else { parentEnds[index] = pair[0] }
+                sources.append(pair[1])
+                targets.append(target)
+            case .inherit:
+                guard fcntl(target, F_GETFD) >= 0 else { throw ClusterError(errno: errno, syscall: "spawn") }
+                sources.append(target)
+                targets.append(target)
+            case .ignore:
+                // /dev/null for the standard descriptors; nothing (closed) above them.
+                if index < 3 {
+                    sources.append(-1)
+                    targets.append(target)
+                }
+            }
         }
         var pid: pid_t = 0
         let argv = [s.exec] + s.args
         let rc = withCStringArray(argv) { cArgv in
             withCStringArray(childEnv.map { "\($0.key)=\($0.value)" }.sorted()) { cEnv in
-                [pair[1]].withUnsafeBufferPointer { src in
-                    [ClusterEnvironment.channelFD].withUnsafeBufferPointer { dst in
-                        csupport_spawn(&pid, s.exec, cArgv, cEnv, s.cwd, stdio, src.baseAddress, dst.baseAddress, 1, 0)
-                    }
-                }
+                csupport_spawn_fds(&pid, s.exec, cArgv, cEnv, s.cwd, sources, targets, Int32(sources.count), 0)
             }
         }
-        close(pair[1])
-        if s.silent {
-            close(pipes[0].read); close(pipes[1].write); close(pipes[2].write)
-            close(pipes[0].write)
-        }
-        guard rc == 0 else {
-            close(pair[0])
-            if s.silent { close(pipes[1].read); close(pipes[2].read) }
-            throw ClusterError(errno: rc, syscall: "spawn \(s.exec)")
-        }
-        let worker = Worker(id: id, pid: pid, primary: self, channel: Channel(fd: pair[0], loop: loop),
-                            stdout: s.silent ? pipes[1].read : nil, stderr: s.silent ? pipes[2].read : nil)
+        guard rc == 0 else { throw ClusterError(errno: rc, syscall: "spawn \(s.exec)") }
+        keep = true
+        let worker = Worker(id: id, pid: pid, primary: self, channel: Channel(fd: channelFD, loop: loop), stdio: parentEnds)
         workers[id] = worker
         worker.start()
         loop.nextTick { [self] in emit(.fork(worker)) }
@@ -248,42 +282,51 @@ public final class Worker {
     /// `worker.exitedAfterDisconnect`: nil until the worker disconnects or exits; then true if the exit
     /// was asked for with `disconnect()` (from either side) or a worker-side `kill()`.
     public internal(set) var exitedAfterDisconnect: Bool?
-    /// The read end of the worker's stdout when it was forked `silent`.
-    public let standardOutput: Int32?
-    /// The read end of the worker's stderr when it was forked `silent`.
-    public let standardError: Int32?
+    /// The primary's ends of the worker's `.pipe` descriptors, by number (Node's `worker.process.stdio`):
+    /// Unix stream sockets, owned by the caller, who closes them. Nil where the entry is not a pipe.
+    public let stdio: [Int32?]
+    /// The primary's end of the worker's stdout when it is a pipe (`silent`): `stdio[1]`.
+    public var standardOutput: Int32? { stdio.count > 1 ? stdio[1] : nil }
+    /// The primary's end of the worker's stderr when it is a pipe (`silent`): `stdio[2]`.
+    public var standardError: Int32? { stdio.count > 2 ? stdio[2] : nil }
     let channel: Channel
     unowned let primary: Primary
     private var handlers: [(WorkerEvent) -> Void] = []
     private var exitWatcher: Watcher?
     private var pidfd: Int32 = -1
+    /// The worker keeps itself alive until its process is reaped, whoever else holds it (as Node's child
+    /// process object does), so its exit is always collected.
+    private var untilExit: Worker?
     /// How the process ended, once it did.
     public private(set) var termination: (code: Int?, signal: String?)?
 
-    init(id: Int, pid: pid_t, primary: Primary, channel: Channel, stdout: Int32?, stderr: Int32?) {
+    init(id: Int, pid: pid_t, primary: Primary, channel: Channel, stdio: [Int32?]) {
         self.id = id
         self.pid = pid
         self.primary = primary
         self.channel = channel
-        self.standardOutput = stdout
-        self.standardError = stderr
+        self.stdio = stdio
     }
 
     func start() {
-        channel.onFrame = { [unowned self] kind, value, fds in
-            switch kind {
-            case .control: primary.received(value, fds: fds, from: self)
-            case .user:
-                fds.forEach { close($0) }
-                if isInternal(value) { return }
-                emit(.message(value))
-                primary.emit(.message(self, value))
+        untilExit = self
+        channel.onFrame = { [weak self] kind, value, fds in
+            guard let self else { fds.forEach { close($0) }; return }
+            let (isUser, handleKind) = kind.userMessage
+            guard isUser else {
+                primary.received(value, fds: fds, from: self)
+                return
             }
+            let handle = receivedHandle(handleKind, fds)
+            if isInternal(value) { return }
+            emit(.message(value, handle: handle))
+            primary.emit(.message(self, value, handle: handle))
         }
-        channel.onClose = { [unowned self] in channelClosed() }
+        channel.onError = { [weak self] error in self?.emit(.error(error)) }
+        channel.onClose = { [weak self] in self?.channelClosed() }
         pidfd = csupport_pidfd_open(pid)
         if pidfd >= 0 {
-            exitWatcher = primary.loop.watch(pidfd) { [unowned self] in reap() }
+            exitWatcher = primary.loop.watch(pidfd) { [weak self] in self?.reap() }
         }
     }
 
@@ -305,10 +348,31 @@ public final class Worker {
     public func send(_ message: JSONValue) -> Bool {
         switch channel.send(.user, message) {
         case .success: return true
-        case .failure(let error):
-            primary.loop.nextTick { [self] in emit(.error(error)) }
-            return false
+        case .failure(let error): return failed(error)
         }
+    }
+
+    /// `worker.send(message, sendHandle)`: sends a handle with the message (its descriptor by SCM_RIGHTS).
+    /// A sent server keeps listening here; a sent connection is closed here unless `keepOpen`. Returns
+    /// false, with an `'error'` event to follow, when the message cannot be sent (the handle then stays
+    /// open).
+    /// - Throws: `ERR_INVALID_HANDLE_TYPE` when the handle has no descriptor to send (a round-robin
+    ///   server, a closed connection), as Node throws for a handle it cannot send.
+    @discardableResult
+    public func send(_ message: JSONValue, handle: SendHandle) throws(ClusterError) -> Bool {
+        let (fd, kind) = try handle.resolve()
+        switch channel.send(Channel.Kind(userMessageWith: kind), message, fds: [fd]) {
+        case .success:
+            handle.sent()
+            return true
+        case .failure(let error): return failed(error)
+        }
+    }
+
+    /// A send failed: Node emits the error on the next tick and the call returns false.
+    private func failed(_ error: ClusterError) -> Bool {
+        primary.loop.nextTick { [weak self] in self?.emit(.error(error)) }
+        return false
     }
 
     /// `worker.disconnect()`: asks the worker to close its servers and its channel, withdraws it from every
@@ -367,6 +431,7 @@ public final class Worker {
         state = .dead
         emit(.exit(code: code, signal: signal))
         primary.emit(.exit(self, code: code, signal: signal))
+        untilExit = nil
     }
 }
 

@@ -54,6 +54,8 @@ public final class Server {
     private var clustered: (key: String, ticket: ClusterWorker.Ticket)?
     private var roundRobinAddress: ServerAddress?
     private var closeCallbacks: [(ClusterError?) -> Void] = []
+    private var referenced = true
+    private var retainsLoop = false
 
     /// A server on `loop`; `cluster` is this process's worker runtime when it is a worker.
     public init(loop: EventLoop, cluster: ClusterWorker? = nil) {
@@ -63,6 +65,44 @@ public final class Server {
 
     /// Whether the server is listening.
     public var isListening: Bool { mode == .listening }
+
+    // A server dropped while listening stops listening: nothing keeps watching a socket nobody serves.
+    deinit {
+        watcher?.cancel()
+        if listenFD >= 0 { Glibc.close(listenFD) }
+        if let unlinkPath { unlink(unlinkPath) }
+        if let (key, ticket) = clustered { cluster?.released(key: key, ticket: ticket) }
+        if retainsLoop { loop.release() }
+    }
+
+    /// The listening socket, when this process has one: nil before listening, after closing, and for a
+    /// round-robin server in a worker (the primary holds the socket). What `SendHandle.server` sends.
+    public var listeningDescriptor: Int32? { mode == .listening && listenFD >= 0 ? listenFD : nil }
+
+    // MARK: - Keeping the process alive
+
+    /// `server.ref()`: a listening server keeps the event loop (so the process) alive; the default.
+    public func ref() {
+        referenced = true
+        applyReference()
+    }
+
+    /// `server.unref()`: the server no longer keeps the event loop alive; it still serves while the loop
+    /// runs for other reasons. May be called before `listen()`. A round-robin server in a worker, which
+    /// has no socket of its own, behaves the same (Node's faux handle).
+    public func unref() {
+        referenced = false
+        applyReference()
+    }
+
+    private func applyReference() {
+        if let watcher { referenced ? watcher.ref() : watcher.unref() }
+        // A round-robin server has nothing to watch: it holds the loop while it listens and is referenced.
+        let hold = referenced && mode == .listening && clustered != nil && listenFD < 0
+        guard hold != retainsLoop else { return }
+        retainsLoop = hold
+        if hold { loop.retain() } else { loop.release() }
+    }
 
     /// `server.address()`; nil unless listening.
     public func address() -> ServerAddress? {
@@ -142,7 +182,7 @@ public final class Server {
     private func listening(on fd: Int32, then report: (() -> Void)? = nil) {
         listenFD = fd
         mode = .listening
-        watcher = loop.watch(fd) { [unowned self] in acceptAll() }
+        watcher = loop.watch(fd, referenced: referenced) { [weak self] in self?.acceptAll() }
         loop.nextTick { [self] in
             guard mode == .listening else { return }
             onListening()
@@ -157,7 +197,10 @@ public final class Server {
                 fail(error)
             case .roundRobin(let key, let sockname):
                 clustered = (key, ticket)
-                cluster.track(key: key) { [unowned self] done in close { _ in done() } }
+                cluster.track(key: key) { [weak self] done in
+                    guard let self else { return done() }
+                    close { _ in done() }
+                }
                 cluster.registerRoundRobin(self, key: key)
                 if let s = sockname, let address = s["address"]?.stringValue, let port = s["port"]?.intValue {
                     roundRobinAddress = .inet(address: address, family: s["family"]?.stringValue ?? "IPv4", port: port)
@@ -165,8 +208,8 @@ public final class Server {
                     roundRobinAddress = .path(path)
                 }
                 mode = .listening
-                // The faux handle keeps the process alive as a real server would.
-                loop.retain()
+                // The faux handle keeps the process alive as a real server would (unless unref'd).
+                applyReference()
                 let port = roundRobinAddress.flatMap { if case .inet(_, _, let p) = $0 { p } else { nil } } ?? requestedPort
                 loop.nextTick { [self] in
                     guard mode == .listening else { return }
@@ -175,7 +218,8 @@ public final class Server {
                 }
             case .shared(let key, let fd):
                 clustered = (key, ticket)
-                cluster.track(key: key) { [unowned self] done in
+                cluster.track(key: key) { [weak self] done in
+                    guard let self else { return done() }
                     if mode == .listening || mode == .pending { close { _ in done() } } else {
                         Glibc.close(fd)
                         cluster.released(key: key, ticket: ticket)
@@ -241,7 +285,6 @@ public final class Server {
             return
         }
         if let callback { closeCallbacks.append(callback) }
-        let wasRoundRobin = roundRobinAddress != nil || (clustered != nil && listenFD < 0)
         watcher?.cancel()
         watcher = nil
         if listenFD >= 0 { Glibc.close(listenFD) }
@@ -250,10 +293,10 @@ public final class Server {
         unlinkPath = nil
         if let (key, ticket) = clustered {
             cluster?.released(key: key, ticket: ticket)
-            if wasRoundRobin { loop.release() }
         }
         clustered = nil
         mode = .closing
+        applyReference()
         if connectionCount == 0 { finishClose() }
     }
 
@@ -281,6 +324,16 @@ public final class Connection {
         self.fd = fd
         self.server = server
     }
+
+    /// A connection for a connected socket this process owns, such as one received with a message
+    /// (`ReceivedHandle.take()`); it becomes non-blocking and belongs to no server.
+    public init(adopting fd: Int32) {
+        self.fd = fd
+        Sockets.setNonBlocking(fd)
+    }
+
+    // A connection nobody holds any more is closed, so its descriptor never leaks.
+    deinit { close() }
 
     /// Closes the socket; the server's connection count drops.
     public func close() {

@@ -20,6 +20,20 @@ enum {
 int csupport_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *cwd,
                    const int stdio[3], const int *extra_src, const int *extra_dst, int n_extra, int flags);
 
+/// Spawns like csupport_spawn, with the child's descriptors given as one list: `src[i]` becomes descriptor
+/// `dst[i]`, and a `src[i]` of -1 opens /dev/null (read-write) at `dst[i]`. Every other descriptor is
+/// closed in the child, including numbers below the highest `dst` that are not in the list (Node's
+/// `'ignore'` at index 3 and up). Returns 0 and sets `*pid`, or returns an errno value.
+int csupport_spawn_fds(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *cwd,
+                       const int *src, const int *dst, int n, int flags);
+
+/// socketpair(AF_UNIX, SOCK_STREAM) with close-on-exec on both ends (what Node's stdio `'pipe'` is).
+int csupport_stream_pair_cloexec(int fds[2]);
+
+/// The descriptor's kind as a sender of a handle sees it: 1 a listening socket (SO_ACCEPTCONN), 2 a
+/// connected stream socket, 3 anything else that is open; -1 with errno when it is not open.
+int csupport_handle_kind(int fd);
+
 int csupport_wifexited(int status);
 int csupport_wexitstatus(int status);
 int csupport_wifsignaled(int status);
