@@ -52,6 +52,17 @@ let package = Package(
             dependencies: ["Cluster"],
             path: "Examples/cluster-echo"
         ),
+        // The README's clustered HTTP server: Cluster accepts, SwiftNIO serves. Built and tested.
+        .executableTarget(
+            name: "cluster-http",
+            dependencies: [
+                "Cluster",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Examples/cluster-http"
+        ),
         .executableTarget(
             name: "cluster-conformance",
             dependencies: [
@@ -67,7 +78,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterTests",
-            dependencies: ["Cluster", "ClusterJSON", "CSupport", "cluster-echo"]
+            dependencies: ["Cluster", "ClusterJSON", "CSupport", "cluster-echo", "cluster-http"]
         ),
         .testTarget(
             name: "ClusterConformanceTests",
