@@ -13,6 +13,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // Only the fixture and the HTTP example serve HTTP through SwiftNIO; the Cluster library stays NIO-free.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // libyaml from the system (Debian: libyaml-dev).
@@ -35,7 +37,12 @@ let package = Package(
         // The Swift implementation's fixture: speaks fixtures/PROTOCOL.md and drives Cluster.
         .executableTarget(
             name: "cluster-fixture",
-            dependencies: ["Cluster", "ClusterJSON", "SystemSupport"],
+            dependencies: [
+                "Cluster", "ClusterJSON", "SystemSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             path: "fixtures/swift",
             exclude: ["implementation.yaml"]
         ),
@@ -44,6 +51,17 @@ let package = Package(
             name: "cluster-echo",
             dependencies: ["Cluster"],
             path: "Examples/cluster-echo"
+        ),
+        // The README's clustered HTTP server: Cluster accepts, SwiftNIO serves. Built and tested.
+        .executableTarget(
+            name: "cluster-http",
+            dependencies: [
+                "Cluster",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Examples/cluster-http"
         ),
         .executableTarget(
             name: "cluster-conformance",
@@ -63,7 +81,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterTests",
-            dependencies: ["Cluster", "ClusterJSON", "CSupport", "cluster-echo"]
+            dependencies: ["Cluster", "ClusterJSON", "CSupport", "cluster-echo", "cluster-http"]
         ),
         .testTarget(
             name: "ClusterConformanceTests",

@@ -268,7 +268,7 @@ public final class AsyncServer: Sendable {
 /// An accepted connection for async code: read, write, close, or take the descriptor (to serve it with
 /// SwiftNIO, say).
 public final class AsyncConnection: Sendable {
-    private let connection: LoopBound<Connection>
+    let connection: LoopBound<Connection>
     /// The connected socket (non-blocking).
     public var fd: Int32 { connection.value.fd }
 

@@ -43,6 +43,9 @@ public final class Server {
     public var onError: (ClusterError) -> Void = { _ in }
     /// Called when the server has closed and its last connection ended (`'close'`).
     public var onClose: () -> Void = {}
+    /// Called when `close()` starts, before the server waits for its connections: where Node's
+    /// `http.Server.close()` calls `closeIdleConnections()`.
+    public var onClosing: () -> Void = {}
     /// Connections accepted and not yet closed (`server.getConnections()`).
     public private(set) var connectionCount = 0
 
@@ -269,7 +272,7 @@ public final class Server {
         }
     }
 
-    fileprivate func connectionEnded() {
+    func connectionEnded() {
         connectionCount -= 1
         if mode == .closing && connectionCount == 0 { finishClose() }
     }
@@ -284,6 +287,7 @@ public final class Server {
             if let callback { loop.nextTick { callback(e) } }
             return
         }
+        onClosing()
         if let callback { closeCallbacks.append(callback) }
         watcher?.cancel()
         watcher = nil
@@ -311,14 +315,15 @@ public final class Server {
     }
 }
 
-/// An accepted connection of a `Server` (the descriptor of Node's `net.Socket`). Close it, or `detach()` it
-/// to hand the descriptor to other code (SwiftNIO, say) and stop the server counting it.
+/// An accepted connection of a `Server` (the descriptor of Node's `net.Socket`). Close it, `handOff()` it to
+/// other code (SwiftNIO, say) that the server keeps counting until it releases it, or `detach()` it and
+/// stop the server counting it.
 public final class Connection {
     /// The connected socket (non-blocking, close-on-exec).
     public let fd: Int32
-    private weak var server: Server?
-    /// Whether `close()` or `detach()` was called.
-    public private(set) var isClosed = false
+    weak var server: Server?
+    /// Whether `close()`, `detach()` or `handOff()` was called.
+    public internal(set) var isClosed = false
 
     init(fd: Int32, server: Server) {
         self.fd = fd
