@@ -90,7 +90,7 @@ final class SpecRun: @unchecked Sendable {
             messages += invariantFailures.map(\.message)
         }
         var result = SpecResult(id: spec.id, location: spec.location, outcome: outcome, messages: messages,
-                                logTail: events.suffix(20).map(\.line), stderrTail: process?.stderrText ?? "",
+                                logTail: events.suffix(20).map { Judge.shortened($0.line, limit: 600) }, stderrTail: process?.stderrText ?? "",
                                 duration: .now - started, events: events)
         result.invariantViolations = invariantFailures
         result.specOutcome = specOutcome

@@ -147,6 +147,15 @@ extension JSONValue {
 
     private static func writeString(_ s: String, to out: inout String) {
         out += "\""
+        // Most strings, megabyte messages included, need no escape: append them whole.
+        let plain = s.utf8.withContiguousStorageIfAvailable { bytes in
+            !bytes.contains { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }
+        }
+        if plain == true {
+            out += s
+            out += "\""
+            return
+        }
         for scalar in s.unicodeScalars {
             switch scalar {
             case "\"": out += "\\\""
@@ -284,6 +293,21 @@ private struct JSONParser {
         i += 1
         var out: [UInt8] = []
         while true {
+            // Copy the run of plain bytes up to the next quote, backslash or control character at once:
+            // messages of megabytes are mostly such runs.
+            let runEnd = bytes.withUnsafeBufferPointer { buffer in
+                var j = i
+                while j < buffer.count {
+                    let c = buffer[j]
+                    if c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") || c < 0x20 { break }
+                    j += 1
+                }
+                return j
+            }
+            if runEnd > i {
+                out.append(contentsOf: bytes[i..<runEnd])
+                i = runEnd
+            }
             guard i < bytes.count else { throw fail("unterminated string") }
             let b = bytes[i]
             if b == UInt8(ascii: "\"") { i += 1; break }
