@@ -46,9 +46,8 @@ final class Channel {
     /// The largest packet, header included. Well under `net.core.wmem_default` (212,992 bytes here), the
     /// most one SEQPACKET `sendmsg` can carry, so that a packet fits in an empty socket buffer.
     static let maxPacket = 64 * 1024
-    /// The largest message (JSON text); a longer one fails with `EMSGSIZE`, and a peer announcing one is a
-    /// protocol error.
-    static let maxMessage = 256 * 1024 * 1024
+    /// The largest message (JSON text) by default: 256 MiB.
+    static let messageLimit = 256 * 1024 * 1024
     /// The most descriptors one message can carry.
     static let maxDescriptors = 8
 
@@ -61,6 +60,9 @@ final class Channel {
     private var assembling: (kind: Kind, total: Int, bytes: [UInt8], fds: [Int32])?
     private(set) var isOpen = true
     private var closeWhenFlushed = false
+    /// The largest message (JSON text); a longer one fails with `EMSGSIZE`, and a peer announcing one is a
+    /// protocol error.
+    var maxMessage = Channel.messageLimit
     /// Whole packets that could not be decoded, for diagnostics.
     private(set) var malformedFrames = 0
 
@@ -101,9 +103,9 @@ final class Channel {
                                          message: "a message carries at most \(Channel.maxDescriptors) descriptors"))
         }
         var text = Array(value.jsonText.utf8)
-        guard text.count <= Channel.maxMessage else {
+        guard text.count <= maxMessage else {
             return .failure(ClusterError(code: "EMSGSIZE", errno: EMSGSIZE, syscall: "write",
-                                         message: "a message of \(text.count) bytes exceeds \(Channel.maxMessage)"))
+                                         message: "a message of \(text.count) bytes exceeds \(maxMessage)"))
         }
         if text.count < Channel.maxPacket {
             // The common case, and the hand-off hot path: one packet, sent at once with the caller's
@@ -284,9 +286,9 @@ final class Channel {
                 return
             }
             let total = buffer[2..<10].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-            guard total <= UInt64(Channel.maxMessage) else {
+            guard total <= UInt64(maxMessage) else {
                 fds.forEach { Glibc.close($0) }
-                protocolError("a message of \(total) bytes exceeds \(Channel.maxMessage)", code: "EMSGSIZE")
+                protocolError("a message of \(total) bytes exceeds \(maxMessage)", code: "EMSGSIZE")
                 return
             }
             var bytes: [UInt8] = []

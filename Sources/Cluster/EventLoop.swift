@@ -23,6 +23,8 @@ public final class EventLoop: @unchecked Sendable {
     private var ticks: [() -> Void] = []
     private let submitted = Mutex<[@Sendable () -> Void]>([])
     private let keepAlive = Atomic<Int>(0)
+    private var stopRequested = false
+    private var events = [epoll_event](repeating: epoll_event(), count: 64)
 
     /// A new loop; it runs on the thread that calls `run()`.
     public init() {
@@ -100,52 +102,76 @@ public final class EventLoop: @unchecked Sendable {
             || !submitted.withLock { $0.isEmpty })
     }
 
-    /// Runs callbacks on the calling thread until nothing keeps the loop alive.
+    /// Runs callbacks on the calling thread until nothing keeps the loop alive, or `stop()`.
     public func run() {
-        var events = [epoll_event](repeating: epoll_event(), count: 64)
+        stopRequested = false
         runTicks()
-        while alive {
-            let wait: Int32 = ticks.isEmpty && alwaysReady.isEmpty ? -1 : 0
-            let n = events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, 64, wait) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                fatalError("epoll_wait: \(String(cString: strerror(errno)))")
-            }
-            // Readiness is collected first: a callback may cancel another watcher of the same batch.
-            var ready = (0..<Int(n)).map { (events[$0].data.u64, events[$0].events) }
-            if ready.count > 1 {
-                ready = ready.filter { watchers[$0.0]?.lastInBatch != true } + ready.filter { watchers[$0.0]?.lastInBatch == true }
-            }
-            for (id, mask) in ready {
-                if id == 0 {
-                    var value: UInt64 = 0
-                    _ = read(wakeFD, &value, 8)
-                    let work = submitted.withLock { w -> [@Sendable () -> Void] in
-                        defer { w.removeAll() }
-                        return w
-                    }
-                    for item in work {
-                        item()
-                        runTicks()
-                    }
-                    continue
+        while alive && !stopRequested {
+            turn(timeout: ticks.isEmpty && alwaysReady.isEmpty ? -1 : 0)
+        }
+    }
+
+    /// Runs callbacks on the calling thread until `condition` holds (checked after every callback
+    /// batch) or `deadline` passes, whether or not anything keeps the loop alive; returns whether the
+    /// condition holds. For code that waits for something specific, such as a test.
+    @discardableResult
+    public func run(until condition: () -> Bool, deadline: ContinuousClock.Instant) -> Bool {
+        runTicks()
+        while !condition() {
+            let left = deadline - .now
+            if left <= .zero { return false }
+            let ms = left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1
+            turn(timeout: ticks.isEmpty && alwaysReady.isEmpty ? Int32(clamping: ms) : 0)
+        }
+        return true
+    }
+
+    /// Makes `run()` return after the callback that is running (from any thread).
+    public func stop() {
+        submit { [self] in stopRequested = true }
+    }
+
+    /// One wait for readiness (at most `timeout` ms; -1: no limit) and the callbacks it calls for.
+    private func turn(timeout: Int32) {
+        let n = events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, Int32($0.count), timeout) }
+        if n < 0 {
+            if errno == EINTR { return }
+            fatalError("epoll_wait: \(String(cString: strerror(errno)))")
+        }
+        // Readiness is collected first: a callback may cancel another watcher of the same batch.
+        var ready = (0..<Int(n)).map { (events[$0].data.u64, events[$0].events) }
+        if ready.count > 1 {
+            ready = ready.filter { watchers[$0.0]?.lastInBatch != true } + ready.filter { watchers[$0.0]?.lastInBatch == true }
+        }
+        for (id, mask) in ready {
+            if id == 0 {
+                var value: UInt64 = 0
+                _ = read(wakeFD, &value, 8)
+                let work = submitted.withLock { w -> [@Sendable () -> Void] in
+                    defer { w.removeAll() }
+                    return w
                 }
-                guard let w = watchers[id], !w.cancelled else { continue }
-                if mask & (EPOLLIN.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 {
-                    w.onReadable()
+                for item in work {
+                    item()
                     runTicks()
                 }
-                if mask & EPOLLOUT.rawValue != 0, !w.cancelled, let writable = w.onWritable {
-                    writable()
-                    runTicks()
-                }
+                continue
             }
-            for w in alwaysReady where !w.cancelled {
+            guard let w = watchers[id], !w.cancelled else { continue }
+            if mask & (EPOLLIN.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 {
                 w.onReadable()
                 runTicks()
             }
+            if mask & EPOLLOUT.rawValue != 0, !w.cancelled, let writable = w.onWritable {
+                writable()
+                runTicks()
+            }
+        }
+        for w in alwaysReady where !w.cancelled {
+            w.onReadable()
             runTicks()
         }
+        runTicks()
     }
 
     private func runTicks() {
