@@ -379,7 +379,13 @@ struct SpecDecoder {
             }
             for key in ["exclusive", "backlog"] where m[key] != nil { problem(m[key]!, "'\(key)' applies to a worker's server"); return nil }
         }
-        if m["hold"] != nil, case .udp = target { problem(m["hold"]!, "a UDP socket has no connections to hold"); return nil }
+        if let h = m["hold"] {
+            switch target {
+            case .udp: problem(h, "a UDP socket has no connections to hold"); return nil
+            case .http: problem(h, "hold applies to tcp, unix, fd and handle servers, whose connections are plain sockets"); return nil
+            default: break
+            }
+        }
         return .listen(owner, server: s, target: target,
                        exclusive: m["exclusive"].flatMap { bool($0, "exclusive") },
                        backlog: m["backlog"].flatMap { int($0, "backlog") },
