@@ -101,6 +101,17 @@ struct HTTPExampleTests {
         return Response(status: head[0], headers: headers, body: String(decoding: received[(headEnd! + 4)...], as: UTF8.self))
     }
 
+    @Test("the README's SwiftNIO section shows this example's code, unchanged")
+    func readmeShowsTheExample() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+        let example = try String(contentsOf: root.appendingPathComponent("Examples/cluster-http/main.swift"), encoding: .utf8)
+        let section = try #require(readme.range(of: "### Serving the connections with SwiftNIO"))
+        let open = try #require(readme.range(of: "```swift\n", range: section.upperBound..<readme.endIndex))
+        let close = try #require(readme.range(of: "```", range: open.upperBound..<readme.endIndex))
+        #expect(String(readme[open.upperBound..<close.lowerBound]) == example)
+    }
+
     @Test("both workers answer new connections under rr; a kept-alive connection stays with its worker")
     func serves() throws {
         let process = Process()
