@@ -382,7 +382,6 @@ struct SpecDecoder {
         if let h = m["hold"] {
             switch target {
             case .udp: problem(h, "a UDP socket has no connections to hold"); return nil
-            case .http: problem(h, "hold applies to tcp, unix, fd and handle servers, whose connections are plain sockets"); return nil
             default: break
             }
         }
