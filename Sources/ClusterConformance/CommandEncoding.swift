@@ -67,19 +67,26 @@ enum CommandEncoding {
                 if let host { fields.append(("host", .string(host))) }
                 fields.append(("port", resolve(port)))
                 if let ipv6Only { fields.append(("ipv6Only", .bool(ipv6Only))) }
-            case .unix(let path):
+            case .unix(let path, let readableAll, let writableAll):
                 fields += [("kind", "unix"), ("path", .string(path))]
+                if let readableAll { fields.append(("readableAll", .bool(readableAll))) }
+                if let writableAll { fields.append(("writableAll", .bool(writableAll))) }
             case .fd(let fd):
                 fields += [("kind", "fd"), ("fd", number(fd))]
             case .handle(let host, let port):
                 fields.append(("kind", "handle"))
                 if let host { fields.append(("host", .string(host))) }
                 fields.append(("port", resolve(port)))
-            case .udp(let type, let host, let port, let reuseAddr):
+            case .udp(let type, let host, let port, let reuseAddr, let ipv6Only, let fd):
                 fields += [("kind", "udp"), ("type", .string(type))]
-                if let host { fields.append(("host", .string(host))) }
-                fields.append(("port", resolve(port)))
+                if let fd {
+                    fields.append(("fd", number(fd)))
+                } else {
+                    if let host { fields.append(("host", .string(host))) }
+                    fields.append(("port", resolve(port)))
+                }
                 if let reuseAddr { fields.append(("reuseAddr", .bool(reuseAddr))) }
+                if let ipv6Only { fields.append(("ipv6Only", .bool(ipv6Only))) }
             }
             if let exclusive { fields.append(("exclusive", .bool(exclusive))) }
             if let backlog { fields.append(("backlog", number(backlog))) }
@@ -130,7 +137,7 @@ enum CommandEncoding {
             var fields: [(String, JSONValue)] = env.isEmpty ? [] : [("env", .array(env.map { .string($0) }))]
             if fds { fields.append(("fds", true)) }
             return targets(target, "report", fields)
-        case .signal, .closeInput, .await, .gone, .connect, .request, .datagram, .release, .probe, .capture, .descriptors:
+        case .signal, .closeInput, .await, .gone, .connect, .request, .datagram, .release, .probe, .capture, .descriptors, .stat:
             return nil
         }
     }

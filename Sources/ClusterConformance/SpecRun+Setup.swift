@@ -17,9 +17,13 @@ extension SpecRun {
             throw StepFailure(outcome: .error, message: "cannot create a temporary directory: \(SystemError("mkdtemp"))")
         }
         tmpdir = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let prefix = try unprivilegedPrefix()
         for dir in spec.setup.dirs {
-            try FileManager.default.createDirectory(atPath: tmpdir + "/" + dir, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: tmpdir + "/" + dir, withIntermediateDirectories: true,
+                                                    attributes: prefix.isEmpty ? nil : [.posixPermissions: 0o777])
         }
+        // The primary of an unprivileged spec runs as another user: it must be able to use the directory.
+        if !prefix.isEmpty { chmod(tmpdir, 0o777) }
         variables["TMPDIR"] = .string(tmpdir)
         for payload in spec.setup.payloads { variables[payload.name] = .string(payload.text) }
         for name in spec.setup.ports {
@@ -36,6 +40,7 @@ extension SpecRun {
         }
         let control = try ControlServer(path: tmpdir + "/.control.sock", log: log)
         self.control = control
+        if !prefix.isEmpty { chmod(control.path, 0o666) }
 
         var env = ProcessInfo.processInfo.environment
         // Variables that would change the implementation's behaviour unless the spec sets them.
@@ -61,12 +66,45 @@ extension SpecRun {
         for (k, v) in spec.setup.env { env[k] = v }
 
         do {
-            process = try FixtureProcess(argv: implementation.command, cwd: tmpdir, env: env, inherit: inherit, log: log) { [self] line in
+            process = try FixtureProcess(argv: prefix + implementation.command, cwd: tmpdir, env: env, inherit: inherit, log: log) { [self] line in
                 self.receive(line)
             }
         } catch {
             throw StepFailure(outcome: .error, message: "could not start the implementation: \(error)")
         }
+    }
+
+    /// For a spec with `setup.user`: the command prefix that starts the primary as that user (when the
+    /// runner is root), or nothing (the runner is already unprivileged). Throws a skip when this machine
+    /// cannot show the behaviour: a privileged port of the spec that any user may bind here, or no way to
+    /// change user.
+    func unprivilegedPrefix() throws -> [String] {
+        guard let user = spec.setup.user else { return [] }
+        let threshold = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_unprivileged_port_start", encoding: .utf8))
+            .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 1024
+        var fixedPorts: [Int] = []
+        for step in spec.steps {
+            if case .listen(_, _, let target, _, _, _) = step.kind {
+                switch target {
+                case .tcp(_, let p, _), .http(_, let p, _), .handle(_, let p), .udp(_, _, let p, _, _, _):
+                    if let n = p.intValue, n > 0 { fixedPorts.append(n) }
+                default: break
+                }
+            }
+        }
+        if let open = fixedPorts.first(where: { $0 >= threshold }) {
+            throw StepFailure(outcome: .skip, message: "any user may bind port \(open) on this machine (ip_unprivileged_port_start is \(threshold))")
+        }
+        guard getuid() == 0 else { return [] }
+        guard let entry = getpwnam(user) else {
+            throw StepFailure(outcome: .skip, message: "this machine has no user '\(user)' to run the primary as")
+        }
+        let uid = entry.pointee.pw_uid, gid = entry.pointee.pw_gid
+        let paths = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init) + ["/usr/bin", "/bin"]
+        guard let setpriv = paths.map({ $0 + "/setpriv" }).first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw StepFailure(outcome: .skip, message: "setpriv (util-linux) is needed to run the primary as '\(user)'")
+        }
+        return [setpriv, "--reuid=\(uid)", "--regid=\(gid)", "--clear-groups", "--"]
     }
 
     /// Validates and records one stdout line, reassembling framed events (protocol §1.1); `framed` marks

@@ -90,6 +90,8 @@ extension SpecRun {
                 fields.append(("count", .number(Double(count))))
                 runnerEvent("descriptors", fields)
             }
+        case .stat(let path):
+            runnerEvent("stat", [("path", .string(path))] + FileFacts.of(tmpdir + "/" + path))
         case .capture(let name, let selector, let field):
             let sel = Variables.substitute(selector, variables)
             guard let event = log.snapshot().last(where: { Judge.matches(sel, $0) }) else {

@@ -1,4 +1,5 @@
 import CSupport
+import ClusterSpec
 import Foundation
 import SystemSupport
 
@@ -76,4 +77,23 @@ func waitForExit(_ pids: [Int32], until deadline: ContinuousClock.Instant) -> [I
         watched = remaining
     }
     return running + watched.map(\.pid)
+}
+
+/// What `lstat(2)` says of a path, as the fields of a `stat` event: `exists`, and for an existing path its
+/// `type` (`socket`, `file`, `directory`, `link` or `other`) and `mode`, the permission bits as four octal
+/// digits (`"0777"`).
+enum FileFacts {
+    static func of(_ path: String) -> [(String, JSONValue)] {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return [("exists", false)] }
+        let type: String = switch st.st_mode & S_IFMT {
+        case S_IFSOCK: "socket"
+        case S_IFREG: "file"
+        case S_IFDIR: "directory"
+        case S_IFLNK: "link"
+        default: "other"
+        }
+        let octal = String(st.st_mode & 0o7777, radix: 8)
+        return [("exists", true), ("type", .string(type)), ("mode", .string(String(repeating: "0", count: max(0, 4 - octal.count)) + octal))]
+    }
 }

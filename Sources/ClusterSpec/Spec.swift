@@ -86,6 +86,9 @@ public struct Setup: Sendable {
     public var dirs: [String] = []
     /// Generated strings, each bound to a variable.
     public var payloads: [Payload] = []
+    /// The user the primary (and so every worker) runs as, when the runner is root; a spec with it is
+    /// about an unprivileged process.
+    public var user: String?
 
     /// Nothing to prepare.
     public init() {}
@@ -159,14 +162,15 @@ public enum Side: String, Sendable { case primary, worker }
 public enum ListenTarget: Sendable, Hashable {
     /// `listen({host, port, ipv6Only})`; `host` nil means no host argument. `port` may be a variable.
     case tcp(host: String?, port: JSONValue, ipv6Only: Bool?)
-    /// `listen(path)`.
-    case unix(path: String)
+    /// `listen({path, readableAll, writableAll})`.
+    case unix(path: String, readableAll: Bool?, writableAll: Bool?)
     /// `listen({fd})`: a descriptor of the primary.
     case fd(Int)
     /// `listen(handle)` on a socket the worker makes itself.
     case handle(host: String?, port: JSONValue)
-    /// `dgram.createSocket(type).bind(...)`.
-    case udp(type: String, host: String?, port: JSONValue, reuseAddr: Bool?)
+    /// `dgram.createSocket({type, reuseAddr, ipv6Only}).bind({address, port})`, or `bind({fd})` when `fd` is
+    /// set (a descriptor of the primary; `port` is then unused).
+    case udp(type: String, host: String?, port: JSONValue, reuseAddr: Bool?, ipv6Only: Bool?, fd: Int?)
     /// `http.createServer().listen({host, port, ipv6Only})`.
     case http(host: String?, port: JSONValue, ipv6Only: Bool?)
 
@@ -262,7 +266,7 @@ public struct DatagramStep: Sendable, Hashable {
 public enum StepName: String, CaseIterable, Sendable, Hashable {
     case fork, setupPrimary, setPolicy, listen, close, maxConnections, send, disconnect, kill, exit, block, chdir
     case ref, unref, unrefChannel, report, signal, closeInput, await, gone, connect, request, datagram, release
-    case probe, capture, descriptors
+    case probe, capture, descriptors, stat
 }
 
 /// One step of a spec.
@@ -296,6 +300,7 @@ public struct Step: Sendable, Hashable {
         case probe(server: String)
         case capture(name: String, from: Selector, field: String)
         case descriptors(ProcessTarget)
+        case stat(path: String)
     }
 
     /// What the step does.

@@ -20,6 +20,8 @@ struct SpecDecoder {
     let file: String
     let knownFeatures: Set<String>
     private(set) var problems: [SpecProblem] = []
+    /// Where a fixed privileged port was written (allowed only with `setup.user`).
+    private var privilegedPorts: [YAMLNode] = []
 
     init(file: String, knownFeatures: Set<String>) {
         self.file = file
@@ -29,7 +31,7 @@ struct SpecDecoder {
     static let topKeys = ["id", "description", "refs", "behaviours", "features", "from", "comment", "timeout",
                           "setup", "steps", "expect"]
     static let requiredTopKeys = ["id", "description", "refs", "behaviours", "features", "steps", "expect"]
-    static let setupKeys = ["policy", "platform", "env", "ports", "inherit", "dirs", "payloads"]
+    static let setupKeys = ["policy", "platform", "env", "ports", "inherit", "dirs", "payloads", "user"]
     static var stepKinds: [String] { StepName.allCases.map(\.rawValue) }
     /// The largest generated payload: the loader's input limit (4 MiB), the largest message a spec could
     /// also have written out in full.
@@ -62,6 +64,11 @@ struct SpecDecoder {
         let setup = top["setup"].map { decodeSetup($0) } ?? Setup()
         let steps = top["steps"].flatMap { list($0, "steps") }?.compactMap { decodeStep($0) } ?? []
         let expect = top["expect"].flatMap { list($0, "expect") }?.compactMap { decodeExpectation($0) } ?? []
+        if setup.user == nil {
+            for node in privilegedPorts {
+                problem(node, "a privileged port (below 1024) is only meaningful for an unprivileged primary: add setup.user, or use 0 or a variable like $P")
+            }
+        }
         if let s = top["steps"], s.isEmptySequence { problem(s, "steps must not be empty") }
         if let e = top["expect"], e.isEmptySequence { problem(e, "expect must not be empty") }
         if let r = top["refs"], r.isEmptySequence { problem(r, "refs must name at least one documentation section") }
@@ -128,6 +135,13 @@ struct SpecDecoder {
         setup.ports = m["ports"].flatMap { list($0, "ports") }?.compactMap { variableName($0) } ?? []
         setup.dirs = m["dirs"].flatMap { list($0, "dirs") }?.compactMap { relativePath($0) } ?? []
         setup.inherit = m["inherit"].flatMap { list($0, "inherit") }?.compactMap { inheritedSocket($0) } ?? []
+        if let u = m["user"] {
+            if let name = string(u, "user"), !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) {
+                setup.user = name
+            } else {
+                problem(u, "user is a user name, like nobody")
+            }
+        }
         if let p = m["payloads"] {
             if case .mapping(let pairs) = p.content {
                 for pair in pairs {
@@ -330,6 +344,10 @@ struct SpecDecoder {
         case .descriptors:
             guard let m = mapping(v, "descriptors", allowed: ["worker", "primary"]), let target = processTarget(v, m) else { return nil }
             return .descriptors(target)
+        case .stat:
+            if v.isScalar { return relativePath(v).map { .stat(path: $0) } }
+            guard let m = mapping(v, "stat", allowed: ["path"], required: ["path"]), let p = relativePath(m["path"]!) else { return nil }
+            return .stat(path: p)
         case .capture:
             guard let m = mapping(v, "capture", allowed: ["name", "from", "field"], required: ["name", "from", "field"]),
                   let name = variableName(m["name"]!), let field = string(m["field"]!, "field"),
@@ -356,10 +374,13 @@ struct SpecDecoder {
             let host = tm["host"].flatMap { string($0, "host") }, ipv6Only = tm["ipv6Only"].flatMap { bool($0, "ipv6Only") }
             target = port(tm["port"]!).map { given[0] == "tcp" ? .tcp(host: host, port: $0, ipv6Only: ipv6Only) : .http(host: host, port: $0, ipv6Only: ipv6Only) }
         case "unix":
-            if t.isScalar { target = relativePath(t).map { .unix(path: $0) } }
+            if t.isScalar { target = relativePath(t).map { .unix(path: $0, readableAll: nil, writableAll: nil) } }
             else {
-                guard let tm = mapping(t, "unix", allowed: ["path"], required: ["path"]) else { return nil }
-                target = relativePath(tm["path"]!).map { .unix(path: $0) }
+                guard let tm = mapping(t, "unix", allowed: ["path", "readableAll", "writableAll"], required: ["path"]) else { return nil }
+                target = relativePath(tm["path"]!).map {
+                    .unix(path: $0, readableAll: tm["readableAll"].flatMap { bool($0, "readableAll") },
+                          writableAll: tm["writableAll"].flatMap { bool($0, "writableAll") })
+                }
             }
         case "fd":
             target = int(t, "fd").map { .fd($0) }
@@ -367,9 +388,19 @@ struct SpecDecoder {
             guard let tm = mapping(t, "handle", allowed: ["host", "port"], required: ["port"]) else { return nil }
             target = port(tm["port"]!).map { .handle(host: tm["host"].flatMap { string($0, "host") }, port: $0) }
         default:
-            guard let tm = mapping(t, "udp", allowed: ["type", "host", "port", "reuseAddr"], required: ["port"]) else { return nil }
+            guard let tm = mapping(t, "udp", allowed: ["type", "host", "port", "reuseAddr", "ipv6Only", "fd"]) else { return nil }
             let type = tm["type"].flatMap { oneOf($0, "type", ["udp4", "udp6"]) } ?? "udp4"
-            target = port(tm["port"]!).map { .udp(type: type, host: tm["host"].flatMap { string($0, "host") }, port: $0, reuseAddr: tm["reuseAddr"].flatMap { bool($0, "reuseAddr") }) }
+            let reuseAddr = tm["reuseAddr"].flatMap { bool($0, "reuseAddr") }, ipv6Only = tm["ipv6Only"].flatMap { bool($0, "ipv6Only") }
+            switch (tm["port"], tm["fd"]) {
+            case (let p?, nil):
+                target = port(p).map { .udp(type: type, host: tm["host"].flatMap { string($0, "host") }, port: $0, reuseAddr: reuseAddr, ipv6Only: ipv6Only, fd: nil) }
+            case (nil, let f?):
+                if tm["host"] != nil { problem(tm["host"]!, "a bind({fd}) takes no host"); return nil }
+                target = int(f, "fd").map { .udp(type: type, host: nil, port: .number(0), reuseAddr: reuseAddr, ipv6Only: ipv6Only, fd: $0) }
+            default:
+                problem(t, "udp needs exactly one of 'port' (bind({address, port})) or 'fd' (bind({fd}), a descriptor of the primary)")
+                return nil
+            }
         }
         guard let target else { return nil }
         if owner == .primary {
@@ -542,9 +573,14 @@ struct SpecDecoder {
     mutating func port(_ node: YAMLNode) -> JSONValue? {
         switch node.scalar {
         case .int(0): return .number(0)
+        case .int(let n) where (1..<1024).contains(n):
+            // A privileged port is the same on every machine; it only makes sense for an unprivileged
+            // primary (setup.user), which decode() checks once the setup is known.
+            privilegedPorts.append(node)
+            return .number(Double(n))
         case .string(let s) where s.hasPrefix("$") && isIdentifier(String(s.dropFirst())): return .string(s)
         default:
-            problem(node, "port must be 0 or a variable like $P: a fixed number may be taken on another machine (allocate one with setup.ports)")
+            problem(node, "port must be 0, a variable like $P (allocate one with setup.ports: a fixed number may be taken on another machine), or a privileged port below 1024 with setup.user")
             return nil
         }
     }

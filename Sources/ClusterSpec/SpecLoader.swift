@@ -163,7 +163,7 @@ enum VariableCheck {
         switch step {
         case .listen(_, _, let target, _, _, _):
             switch target {
-            case .tcp(_, let port, _), .http(_, let port, _), .handle(_, let port), .udp(_, _, let port, _): return variables(in: port)
+            case .tcp(_, let port, _), .http(_, let port, _), .handle(_, let port), .udp(_, _, let port, _, _, _): return variables(in: port)
             case .unix, .fd: return []
             }
         case .send(_, _, let messages, _): return messages.flatMap(variables(in:))
