@@ -274,6 +274,30 @@ struct WorkerProcessTests {
         #expect(c.exit(of: w.id)! == (0, nil))
     }
 
+    @Test("a worker that cannot be started (missing cwd): 'error', then 'fork' and 'disconnect', and no 'exit', as in Node")
+    func spawnFailure() throws {
+        let loop = EventLoop()
+        let primary = Primary(loop: loop, environment: [:])
+        primary.setupPrimary(SettingsUpdate(exec: fixturePath, args: [], cwd: "/nonexistent-\(getpid())"))
+        var events: [String] = []
+        primary.on { e in
+            switch e {
+            case .fork(let w): events.append("fork dead=\(w.isDead)")
+            case .disconnect(let w): events.append("disconnect \(w.state.rawValue) \(primary.workerIDs)")
+            case .exit: events.append("exit")
+            default: break
+            }
+        }
+        let w = try primary.fork()
+        #expect(!w.isDead && w.isConnected && w.state == .none)
+        w.on { if case .error(let e) = $0 { events.append("error \(e.code) \(e.syscall ?? "")") } }
+        run(loop, until: "the disconnect") { !w.isConnected }
+        #expect(events == ["error ENOENT spawn \(fixturePath)", "fork dead=true", "disconnect disconnected []"])
+        #expect(w.isDead && w.exitedAfterDisconnect == false)
+        // Nothing else happens: the loop has nothing left to do.
+        #expect(loop.run(until: { events.count > 3 }, deadline: .now + .milliseconds(200)) == false)
+    }
+
     @Test("stdio needs exactly one ipc entry", arguments: [
         ([StdioOption.inherit, .inherit, .inherit], "ERR_CHILD_PROCESS_IPC_REQUIRED"),
         ([.inherit, .inherit, .inherit, .ipc, .ipc], "ERR_IPC_ONE_PIPE"),
