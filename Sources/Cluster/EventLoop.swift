@@ -113,7 +113,8 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Runs callbacks on the calling thread until `condition` holds (checked after every callback
     /// batch) or `deadline` passes, whether or not anything keeps the loop alive; returns whether the
-    /// condition holds. For code that waits for something specific, such as a test.
+    /// condition holds. For code that waits for something specific, such as a test (Node has no
+    /// counterpart: its loop is never driven by hand).
     @discardableResult
     public func run(until condition: () -> Bool, deadline: ContinuousClock.Instant) -> Bool {
         runTicks()
@@ -126,7 +127,8 @@ public final class EventLoop: @unchecked Sendable {
         return true
     }
 
-    /// Makes `run()` return after the callback that is running (from any thread).
+    /// Makes `run()` return after the callback that is running (from any thread); Node's nearest is
+    /// `process.exit()` without the exit.
     public func stop() {
         submit { [self] in stopRequested = true }
     }
@@ -226,7 +228,8 @@ public final class Watcher {
     }
 
     /// Stops (false) or resumes (true) calling `onReadable` when the descriptor is readable, for a reader
-    /// that must not take more input for now. A hang-up or error is still reported to `onReadable`.
+    /// that must not take more input for now (Node's `socket.pause()` / `resume()`). A hang-up or error
+    /// is still reported to `onReadable`.
     public func setReading(_ on: Bool) {
         guard on != reading else { return }
         reading = on

@@ -19,8 +19,8 @@ public enum HandleKind: String, Sendable, Hashable {
     /// Any other descriptor.
     case other
 
-    /// The kind of an open descriptor, read from the socket (`SO_ACCEPTCONN`, `SO_TYPE`, a peer); nil when
-    /// it is not open.
+    /// The kind of an open descriptor, read from the socket (`SO_ACCEPTCONN`, `SO_TYPE`, a peer), as Node's
+    /// handle conversion decides it from the object sent; nil when it is not open.
     public init?(of fd: Int32) {
         switch csupport_handle_kind(fd) {
         case 1: self = .server
@@ -85,7 +85,8 @@ public final class ReceivedHandle: Sendable {
         descriptor = Atomic(fd)
     }
 
-    /// Takes the descriptor (close-on-exec); the caller must close it. Nil once taken.
+    /// Takes the descriptor (close-on-exec); the caller must close it. Nil once taken. (Node hands over a
+    /// ready `net.Server` or `net.Socket`; here it is the descriptor to build one on.)
     public func take() -> Int32? {
         let fd = descriptor.exchange(-1, ordering: .acquiringAndReleasing)
         return fd >= 0 ? fd : nil

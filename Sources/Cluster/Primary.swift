@@ -98,7 +98,9 @@ public final class Primary {
 
     /// `cluster.fork(env)`: spawns a worker running the configured executable, with `env` over the
     /// primary's environment and the worker id added. Returns the worker at once (state `none`); `'fork'`
-    /// is emitted on the next tick.
+    /// is emitted on the next tick. A spawn that fails is reported as Node does, by the worker's `'error'`.
+    /// - Throws: `ERR_CHILD_PROCESS_IPC_REQUIRED` / `ERR_IPC_ONE_PIPE` when `stdio` has no or several
+    ///   `.ipc` entries; the errno of a socket pair that cannot be made.
     @discardableResult
     public func fork(env: [String: String] = [:]) throws(ClusterError) -> Worker {
         setupPrimary()
@@ -161,7 +163,18 @@ public final class Primary {
                 csupport_spawn_fds(&pid, s.exec, cArgv, cEnv, s.cwd, sources, targets, Int32(sources.count), 0)
             }
         }
-        guard rc == 0 else { throw ClusterError(errno: rc, syscall: "spawn \(s.exec)") }
+        if rc != 0 {
+            // As in Node, a spawn that fails (a missing cwd or executable) is reported asynchronously: the
+            // worker is returned, then emits 'error' and is dead from then on; 'fork' follows, and
+            // 'disconnect' when its channel, whose other end nobody holds, closes. There is no 'exit'.
+            let channel = Channel(fd: channelFD, loop: loop)
+            channelFD = -1  // the channel's now
+            let worker = Worker(id: id, pid: 0, primary: self, channel: channel, stdio: [])
+            workers[id] = worker
+            worker.spawnFailed(ClusterError(errno: rc, syscall: "spawn \(s.exec)"))
+            loop.nextTick { [self] in emit(.fork(worker)) }
+            return worker
+        }
         keep = true
         let worker = Worker(id: id, pid: pid, primary: self, channel: Channel(fd: channelFD, loop: loop), stdio: parentEnds)
         workers[id] = worker
@@ -275,7 +288,8 @@ public final class Primary {
 public final class Worker {
     /// `worker.id`: 1, 2, … in fork order, never reused.
     public let id: Int
-    /// The worker's process id (`worker.process.pid`).
+    /// The worker's process id (`worker.process.pid`); 0 when the process could not be started (Node:
+    /// undefined).
     public let pid: pid_t
     /// `worker.state`.
     public internal(set) var state: WorkerState = .none
@@ -327,6 +341,22 @@ public final class Worker {
         pidfd = csupport_pidfd_open(pid)
         if pidfd >= 0 {
             exitWatcher = primary.loop.watch(pidfd) { [weak self] in self?.reap() }
+        }
+    }
+
+    /// A worker whose process could not be started: 'error' on the next tick, after which it is dead;
+    /// 'disconnect' when the channel closes.
+    func spawnFailed(_ error: ClusterError) {
+        untilExit = self
+        channel.onClose = { [weak self] in
+            self?.channelClosed()
+            self?.untilExit = nil
+        }
+        primary.loop.nextTick { [weak self] in
+            guard let self else { return }
+            // Node's exit code of a process that never ran is the negated errno.
+            termination = (code: -Int(error.errno ?? 0), signal: nil)
+            emit(.error(error))
         }
     }
 
@@ -388,7 +418,8 @@ public final class Worker {
 
     /// `worker.kill(signal)` (also `destroy`): sends the signal (default SIGTERM) at once, as Node 20 does.
     public func kill(_ signal: Int32 = SIGTERM) {
-        if termination == nil { Glibc.kill(pid, signal) }
+        // pid 0 (a worker that never started) would signal this process's whole group.
+        if termination == nil && pid > 0 { Glibc.kill(pid, signal) }
     }
 
     private func channelClosed() {

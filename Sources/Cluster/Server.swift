@@ -78,8 +78,9 @@ public final class Server {
         if retainsLoop { loop.release() }
     }
 
-    /// The listening socket, when this process has one: nil before listening, after closing, and for a
-    /// round-robin server in a worker (the primary holds the socket). What `SendHandle.server` sends.
+    /// The listening socket, when this process has one (Node: `server._handle.fd`): nil before listening,
+    /// after closing, and for a round-robin server in a worker (the primary holds the socket). What
+    /// `SendHandle.server` sends.
     public var listeningDescriptor: Int32? { mode == .listening && listenFD >= 0 ? listenFD : nil }
 
     // MARK: - Keeping the process alive
@@ -331,7 +332,8 @@ public final class Connection {
     }
 
     /// A connection for a connected socket this process owns, such as one received with a message
-    /// (`ReceivedHandle.take()`); it becomes non-blocking and belongs to no server.
+    /// (`ReceivedHandle.take()`); it becomes non-blocking and belongs to no server (Node:
+    /// `new net.Socket({fd})`).
     public init(adopting fd: Int32) {
         self.fd = fd
         Sockets.setNonBlocking(fd)

@@ -204,6 +204,42 @@ struct WorkerProcessTests {
         #expect(w.exitedAfterDisconnect == false)
     }
 
+    @Test("a worker that breaks the channel's framing gets 'error', then 'disconnect'; the primary carries on",
+          arguments: [("+junk", "EPROTO"), ("LU\\377\\377\\377\\377\\377\\377\\377\\377", "EMSGSIZE")])
+    func workerProtocolError(_ packet: String, _ code: String) throws {
+        let loop = EventLoop()
+        let primary = Primary(loop: loop, environment: [:])
+        // A "worker" that writes one raw packet on its channel, then reads until the primary closes it.
+        primary.setupPrimary(SettingsUpdate(exec: "/bin/sh", args: ["-c", "printf '\(packet)' >&3 && exec cat <&3 >/dev/null"]))
+        let w = try primary.fork()
+        var events: [String] = []
+        w.on { e in
+            switch e {
+            case .error(let error): events.append("error \(error.code)")
+            case .disconnect: events.append("disconnect")
+            case .exit(let code, let signal): events.append("exit \(code.map(String.init) ?? signal ?? "?")")
+            default: break
+            }
+        }
+        run(loop, until: "the worker's exit") { w.isDead }
+        #expect(events == ["error \(code)", "disconnect", "exit 0"])
+    }
+
+    @Test("a primary that breaks the framing: the worker reports 'error' and leaves, as on a lost channel")
+    func primaryProtocolError() throws {
+        let c = try FixtureCluster()
+        let w = try c.fork()
+        c.waitForEvent("the worker's start") { $0["ev"] == "start" }
+        // Bytes no sender of this library writes: a continuation without a long message.
+        let raw = Array("+junk".utf8)
+        #expect(raw.withUnsafeBytes { send(w.channel.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == raw.count)
+        let error = c.waitForEvent("the worker's error") { $0["ev"] == "error" }
+        #expect(error?["code"] == "EPROTO")
+        #expect(c.exit(of: w.id)! == (0, nil))
+        let order = c.workerEvents.compactMap { $0["ev"]?.stringValue }.filter { ["error", "disconnect", "exiting"].contains($0) }
+        #expect(order == ["error", "disconnect", "exiting"])
+    }
+
     @Test("setupPrimary cwd and stdio: the worker starts there, with an extra pipe at 4 (Node SET-05, SET-06)")
     func cwdAndStdio() throws {
         let sub = makeTemporaryDirectory()
@@ -236,6 +272,30 @@ struct WorkerProcessTests {
         #expect(m?["message"] == "hello")
         c.command(w.id, "disconnect")
         #expect(c.exit(of: w.id)! == (0, nil))
+    }
+
+    @Test("a worker that cannot be started (missing cwd): 'error', then 'fork' and 'disconnect', and no 'exit', as in Node")
+    func spawnFailure() throws {
+        let loop = EventLoop()
+        let primary = Primary(loop: loop, environment: [:])
+        primary.setupPrimary(SettingsUpdate(exec: fixturePath, args: [], cwd: "/nonexistent-\(getpid())"))
+        var events: [String] = []
+        primary.on { e in
+            switch e {
+            case .fork(let w): events.append("fork dead=\(w.isDead)")
+            case .disconnect(let w): events.append("disconnect \(w.state.rawValue) \(primary.workerIDs)")
+            case .exit: events.append("exit")
+            default: break
+            }
+        }
+        let w = try primary.fork()
+        #expect(!w.isDead && w.isConnected && w.state == .none)
+        w.on { if case .error(let e) = $0 { events.append("error \(e.code) \(e.syscall ?? "")") } }
+        run(loop, until: "the disconnect") { !w.isConnected }
+        #expect(events == ["error ENOENT spawn \(fixturePath)", "fork dead=true", "disconnect disconnected []"])
+        #expect(w.isDead && w.exitedAfterDisconnect == false)
+        // Nothing else happens: the loop has nothing left to do.
+        #expect(loop.run(until: { events.count > 3 }, deadline: .now + .milliseconds(200)) == false)
     }
 
     @Test("stdio needs exactly one ipc entry", arguments: [
