@@ -7,10 +7,15 @@ let suiteFeatures: Set<String> = Set(((try? SpecLoader.readFeatures(at: Paths.sp
 
 @Suite("Spec loader")
 struct LoaderTests {
-    @Test("the lint cases exist")
-    func lintCasesExist() {
-        #expect(Paths.lintCaseFiles().count >= 15)
-        #expect(suiteFeatures.contains("fork"))
+    @Test("the lint cases exist, each is a case of lintCase, and the feature list is read")
+    func lintCasesExist() throws {
+        // lintCase's arguments come from a listing that cannot throw; this one can, and must agree with it.
+        let listed = try FileManager.default.contentsOfDirectory(atPath: Paths.lintCases).filter { $0.hasSuffix(".yaml") }.sorted()
+        #expect(listed.count >= 15)
+        #expect(Paths.lintCaseFiles() == listed)
+        let features = try SpecLoader.readFeatures(at: Paths.specs + "/features.yaml").map(\.name)
+        #expect(features.contains("fork"))
+        #expect(suiteFeatures == Set(features))
     }
 
     /// Each file under LintCases/ begins with `# error: line:col: message` lines: exactly the problems the
@@ -29,10 +34,14 @@ struct LoaderTests {
     }
 
     @Test("every spec of the suite loads without a problem")
-    func suiteIsClean() {
+    func suiteIsClean() throws {
         let suite = SpecLoader(features: suiteFeatures).loadSuite(paths: [Paths.specs])
         #expect(suite.problems.map(\.description) == [])
         #expect(suite.specs.count == suite.files.count)
+        // Counted apart from the loader's own search: every YAML file under Specs/ but the feature list.
+        let yamlFiles = try #require(FileManager.default.enumerator(atPath: Paths.specs)).compactMap { $0 as? String }
+            .filter { $0.hasSuffix(".yaml") && $0 != "features.yaml" }
+        #expect(suite.specs.count == yamlFiles.count)
         #expect(suite.specs.count >= 2)
     }
 
@@ -78,6 +87,102 @@ struct LoaderTests {
         #expect(sel.fields["ev"] == .equals(.string("listening")))
         #expect(each.fields["port"] == .range(min: 1, max: 65535))
     }
+}
+
+/// `SpecEncoder` writes a spec back as YAML; the loader must read that into the same spec.
+@Suite("Spec encoder")
+struct SpecEncoderTests {
+    @Test("every spec of the suite re-serializes and reloads to the same spec, and its text is a fixed point")
+    func suiteRoundTrips() throws {
+        let suite = SpecLoader(features: suiteFeatures).loadSuite(paths: [Paths.specs])
+        #expect(suite.problems.isEmpty)
+        #expect(suite.specs.count == suite.files.count && suite.specs.count >= 2)
+        for spec in suite.specs {
+            // Nothing the file lists is lost in the reading, and what was read is written back and read again the same.
+            let root = try #require(try YAMLDocument.parse(String(contentsOfFile: spec.location.file, encoding: .utf8)))
+            #expect(spec.steps.count == LoaderFuzzTests.items("steps", of: root), "\(spec.location.file)")
+            #expect(spec.expect.count == LoaderFuzzTests.items("expect", of: root), "\(spec.location.file)")
+            try expectRoundTrip(spec)
+        }
+    }
+
+    @Test("strings, numbers and keys that YAML could read as something else come back as they were")
+    func trickyScalars() throws {
+        let text = try String(contentsOfFile: Paths.specs + "/listen/port-zero-same-port.yaml", encoding: .utf8)
+        var spec = try #require(SpecLoader(features: suiteFeatures).load(text: text, file: "x.yaml").spec)
+        let strings = ["", " leading and trailing ", "null", "true", "~", "0x1F", "1e3", ".inf", "- item", "a: b", "# not a comment",
+                       "quote \" and backslash \\ and \\n", "line\nbreak\r\n", "tab\there", "nel\u{85}ls\u{2028}ps\u{2029}",
+                       "bom\u{FEFF}", "bell\u{7}del\u{7F}c1\u{9F}", "é漢😀", "{[,]}&*!|>'%@`", String(repeating: "k", count: 1500)]
+        spec.comment = strings.joined(separator: "|")
+        spec.from = "\u{0}"
+        let numbers: [JSONValue] = [0, -1, .number(0.1), .number(-2.5e-7), .number(1e20), .number(9.0e15), .number(.infinity),
+                                    .number(-.infinity), .number(Double(Int32.max) * 4)]
+        let object = JSONValue.object(JSONObject(strings.enumerated().map { ($0.element, .number(Double($0.offset))) }))
+        spec.steps.append(Step(kind: .send(side: .primary, workers: .ids([1, 2]), messages: strings.map(JSONValue.string) + numbers + [object, .null, true, .array([])],
+                                           handle: nil),
+                               expectError: nil, location: spec.location, name: .send))
+        spec.expect[0].forEach = (field: "weird key: \"x\"", values: strings.map(JSONValue.string) + numbers)
+        try expectRoundTrip(spec)
+    }
+
+    @Test("the equality the round trip relies on compares every stored property")
+    func equalityCoversEveryField() throws {
+        // SpecEncoder.swift's == for these types lists their fields by hand; a new field must be added there
+        // (and to the encoder), or two different specs would compare equal.
+        let text = try String(contentsOfFile: Paths.specs + "/listen/port-zero-same-port.yaml", encoding: .utf8)
+        let spec = try #require(SpecLoader(features: suiteFeatures).load(text: text, file: "x.yaml").spec)
+        #expect(Mirror(reflecting: spec).children.count == 12)
+        #expect(Mirror(reflecting: spec.setup).children.count == 7)
+        #expect(Mirror(reflecting: spec.expect[0]).children.count == 4)
+        #expect(Mirror(reflecting: InheritedSocket(fd: 3, transport: .tcp, host: "127.0.0.1", portVariable: nil)).children.count == 4)
+        var other = spec
+        other.comment = "another"
+        #expect(other != spec)
+        other = spec
+        other.expect[0].because = "another"
+        #expect(other != spec)
+        other = spec
+        other.setup.dirs = ["d"]
+        #expect(other != spec)
+    }
+}
+
+/// The spec with every location replaced by one, so that specs read from different texts compare by content.
+func relocated(_ spec: Spec) -> Spec {
+    let here = SourceLocation(file: "-", mark: SourceMark(line: 1, column: 1))
+    var s = spec
+    s.location = here
+    for i in s.steps.indices { s.steps[i].location = here }
+    for i in s.expect.indices { s.expect[i].location = here }
+    return s
+}
+
+/// Encodes `spec`, loads the text, and expects the same spec back, and the same text when that is encoded again.
+func expectRoundTrip(_ spec: Spec, sourceLocation: Testing.SourceLocation = #_sourceLocation) throws {
+    let yaml = SpecEncoder.yaml(spec)
+    let (again, problems) = SpecLoader(features: suiteFeatures).load(text: yaml, file: "encoded.yaml")
+    guard let again else {
+        Issue.record("\(spec.id): the encoded spec does not load: \(problems.map(\.description))\n\(yaml)", sourceLocation: sourceLocation)
+        return
+    }
+    let same = relocated(again) == relocated(spec)
+    #expect(same, "\(spec.id) changed in the round trip: \(difference(spec, again))\n\(yaml)", sourceLocation: sourceLocation)
+    #expect(SpecEncoder.yaml(again) == yaml, "\(spec.id): encoding is not a fixed point", sourceLocation: sourceLocation)
+}
+
+/// Where two specs differ, locations aside: the first differing field, step or expectation, both ways.
+func difference(_ a: Spec, _ b: Spec) -> String {
+    let (a, b) = (relocated(a), relocated(b))
+    for i in 0..<max(a.steps.count, b.steps.count) where i >= a.steps.count || i >= b.steps.count || a.steps[i] != b.steps[i] {
+        return "step \(i + 1): \(i < a.steps.count ? "\(a.steps[i])" : "none") became \(i < b.steps.count ? "\(b.steps[i])" : "none")"
+    }
+    for i in 0..<max(a.expect.count, b.expect.count) where i >= a.expect.count || i >= b.expect.count || a.expect[i] != b.expect[i] {
+        return "expectation \(i + 1): \(i < a.expect.count ? "\(a.expect[i])" : "none") became \(i < b.expect.count ? "\(b.expect[i])" : "none")"
+    }
+    if a.setup != b.setup { return "setup \(a.setup) became \(b.setup)" }
+    var (x, y) = (a, b)
+    (x.steps, x.expect, x.setup, y.steps, y.expect, y.setup) = ([], [], Setup(), [], [], Setup())
+    return "\(x) became \(y)"
 }
 
 /// `Specs/schema.json` is written for editors; the loader is the authority. These keep the two in step.
@@ -169,7 +274,7 @@ struct LoaderFuzzTests {
         let punctuation = Array("{}[]:,-#&*!|>'\"$ \n\t0123456789abc".utf8)
         var rng = SplitMix64(state: 42)
         let loader = SpecLoader(features: suiteFeatures)
-        var rejected = 0
+        var rejected = 0, loaded = 0
         for i in 0..<1500 {
             var bytes = Array(try String(contentsOfFile: files[i % files.count], encoding: .utf8).utf8)
             for _ in 0..<(1 + rng.below(4)) where !bytes.isEmpty {
@@ -180,10 +285,26 @@ struct LoaderFuzzTests {
                 default: bytes[at] = punctuation[rng.below(punctuation.count)]
                 }
             }
-            let (spec, problems) = loader.load(text: String(decoding: bytes, as: UTF8.self), file: "mutant.yaml")
+            let text = String(decoding: bytes, as: UTF8.self)
+            let (spec, problems) = loader.load(text: text, file: "mutant.yaml")
             #expect((spec == nil) == !problems.isEmpty)
-            if spec == nil { rejected += 1 }
+            guard let spec else { rejected += 1; continue }
+            loaded += 1
+            // Nothing is lost: as many steps and expectations as the mutant's YAML lists.
+            let root = try #require(try YAMLDocument.parse(text))
+            #expect(spec.steps.count == Self.items("steps", of: root), "mutant \(i) lost a step:\n\(text)")
+            #expect(spec.expect.count == Self.items("expect", of: root), "mutant \(i) lost an expectation:\n\(text)")
+            // And what was read is exactly what the text says: written back and read again, it is the same spec.
+            try expectRoundTrip(spec)
         }
-        #expect(rejected > 0)
+        #expect(rejected > 100, "\(rejected) of 1500 mutants rejected")
+        #expect(loaded > 100, "\(loaded) of 1500 mutants loaded")
+    }
+
+    /// The number of items of the top-level list `key` (-1 when it is not a list).
+    static func items(_ key: String, of root: YAMLNode) -> Int {
+        guard case .mapping(let pairs) = root.content,
+              case .sequence(let items)? = pairs.first(where: { $0.key.scalarString == key })?.value.content else { return -1 }
+        return items.count
     }
 }
