@@ -52,6 +52,7 @@ public enum SpecEncoder {
         }
         if !s.dirs.isEmpty { e.append(("dirs", .list(s.dirs.map(Node.string)))) }
         if !s.payloads.isEmpty { e.append(("payloads", .map(s.payloads.map { ($0.name, .int($0.bytes)) }))) }
+        if let user = s.user { e.append(("user", .string(user))) }
         return e
     }
 
@@ -78,17 +79,25 @@ public enum SpecEncoder {
                 t.append(("port", .json(port)))
                 if let ipv6Only { t.append(("ipv6Only", .bool(ipv6Only))) }
                 if case .tcp = target { m.append(("tcp", .map(t))) } else { m.append(("http", .map(t))) }
-            case .unix(let path):
-                m.append(("unix", .string(path)))
+            case .unix(let path, let readableAll, let writableAll):
+                var t: [(String, Node)] = [("path", .string(path))]
+                if let readableAll { t.append(("readableAll", .bool(readableAll))) }
+                if let writableAll { t.append(("writableAll", .bool(writableAll))) }
+                m.append(("unix", .map(t)))
             case .fd(let fd):
                 m.append(("fd", .int(fd)))
             case .handle(let host, let port):
                 m.append(("handle", .map((host.map { [("host", Node.string($0))] } ?? []) + [("port", .json(port))])))
-            case .udp(let type, let host, let port, let reuseAddr):
+            case .udp(let type, let host, let port, let reuseAddr, let ipv6Only, let fd):
                 var t: [(String, Node)] = [("type", .string(type))]
-                if let host { t.append(("host", .string(host))) }
-                t.append(("port", .json(port)))
+                if let fd {
+                    t.append(("fd", .int(fd)))
+                } else {
+                    if let host { t.append(("host", .string(host))) }
+                    t.append(("port", .json(port)))
+                }
                 if let reuseAddr { t.append(("reuseAddr", .bool(reuseAddr))) }
+                if let ipv6Only { t.append(("ipv6Only", .bool(ipv6Only))) }
                 m.append(("udp", .map(t)))
             }
             if let exclusive { m.append(("exclusive", .bool(exclusive))) }
@@ -156,6 +165,8 @@ public enum SpecEncoder {
             return .map([("name", .string(name)), ("from", .map(selectorEntries(from))), ("field", .string(field))])
         case .descriptors(let target):
             return .map(processTarget(target))
+        case .stat(let path):
+            return .map([("path", .string(path))])
         }
     }
 
@@ -353,7 +364,7 @@ extension Setup: Equatable {
     /// Two set-ups that prepare the same.
     public static func == (a: Setup, b: Setup) -> Bool {
         a.policy == b.policy && a.platform == b.platform && a.env == b.env && a.ports == b.ports && a.inherit == b.inherit
-            && a.dirs == b.dirs && a.payloads == b.payloads
+            && a.dirs == b.dirs && a.payloads == b.payloads && a.user == b.user
     }
 }
 

@@ -132,7 +132,7 @@ struct SpecEncoderTests {
         let text = try String(contentsOfFile: Paths.specs + "/listen/port-zero-same-port.yaml", encoding: .utf8)
         let spec = try #require(SpecLoader(features: suiteFeatures).load(text: text, file: "x.yaml").spec)
         #expect(Mirror(reflecting: spec).children.count == 12)
-        #expect(Mirror(reflecting: spec.setup).children.count == 7)
+        #expect(Mirror(reflecting: spec.setup).children.count == 8)
         #expect(Mirror(reflecting: spec.expect[0]).children.count == 4)
         #expect(Mirror(reflecting: InheritedSocket(fd: 3, transport: .tcp, host: "127.0.0.1", portVariable: nil)).children.count == 4)
         var other = spec
