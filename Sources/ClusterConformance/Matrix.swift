@@ -76,7 +76,7 @@ public struct ConformanceMatrix: Sendable {
                     let deviation = (column.expectations.deviations[spec.id].map { "Known deviation: \($0.reason). " } ?? "")
                         + r.waivedInvariants.map { "Known invariant deviation (\($0.rawValue)): \(column.expectations.invariants[$0]?.reason ?? ""). " }.joined()
                     let observed = r.outcome == .xpass ? "" : firstLines(first)
-                    result[spec.id, default: [:]][i] = Note(number: n, text: "\(column.info.name) \(r.label) on `\(spec.id)`: \(deviation)\(observed)")
+                    result[spec.id, default: [:]][i] = Note(number: n, text: "\(column.info.name) \(column.info.version) \(r.label) on `\(spec.id)`: \(deviation)\(observed)")
                 }
             }
         }
