@@ -39,6 +39,24 @@ struct WorkerProcessTests {
         #expect(c.exit(of: w.id)?.signal == "SIGKILL")
     }
 
+    @Test("a worker that does not read for a while loses nothing: the primary queues and delivers in order")
+    func slowWorker() throws {
+        let c = try FixtureCluster()
+        let w = try c.fork()
+        // The worker acks, then keeps its thread busy: it reads nothing for half a second.
+        let seq = c.command(w.id, "block", [("ms", 500)])
+        #expect(c.ack(seq) != nil)
+        let count = 300
+        for i in 0..<count {
+            #expect(w.send(.object(JSONObject([("n", .number(Double(i))), ("pad", .string(String(repeating: "w", count: 20_000)))]))))
+        }
+        c.waitUntil("\(count) messages at the worker", within: .seconds(60)) { workerMessages(c).count == count }
+        #expect(workerMessages(c).map { $0["n"]?.intValue } == (0..<count).map { Optional($0) })
+        #expect(w.channel.queuedPackets == 0)
+        w.kill(SIGKILL)
+        _ = c.exit(of: w.id)
+    }
+
     @Test("a Server sent by the primary stays open in the primary; once it closes, the worker serves the socket")
     func serverToWorker() throws {
         let c = try FixtureCluster()
