@@ -30,6 +30,11 @@ public final class DatagramSocket {
     private var clustered: (key: String, ticket: ClusterWorker.Ticket)?
     private var buffer = [UInt8](repeating: 0, count: 65536)
     private var referenced = true
+    /// A clustered bind is waiting for the primary's reply.
+    private var binding = false
+    /// `close()` came while binding: the reply's socket is given back instead of used (dgram.js
+    /// bindServerHandle).
+    private var closedWhileBinding = false
 
     /// A socket of `family` on `loop`; `cluster` is this process's worker runtime when it is a worker.
     public init(loop: EventLoop, family: Family, cluster: ClusterWorker? = nil) {
@@ -71,27 +76,59 @@ public final class DatagramSocket {
                                             fd: -1, backlog: 0)
             query.reuseAddress = reuseAddress
             query.ipv6Only = ipv6Only
-            _ = cluster.queryServer(query) { [self] ticket, grant in
-                switch grant {
-                case .failed(let e):
-                    loop.nextTick { [self] in onError(e) }
-                case .roundRobin(let key, _):
-                    // UDP is always shared; a descriptor-less grant cannot be used.
-                    cluster.released(key: key, ticket: ticket)
-                    loop.nextTick { [self] in onError(ClusterError(code: "EPROTO", message: "the primary sent no socket for a UDP bind")) }
-                case .shared(let key, let sharedFD):
-                    clustered = (key, ticket)
-                    cluster.track(key: key) { [weak self] done in
-                        self?.close()
-                        done()
-                    }
-                    adopt(sharedFD) { cluster.reportListening(ticket, port: SocketAddress.local(of: sharedFD)?.port ?? port) }
-                }
-            }
+            bindThroughPrimary(cluster, query)
         } else {
             switch Sockets.bound(udp: true, host: address, port: port, ipv6Only: ipv6Only, reuseAddress: reuseAddress) {
             case .success(let s): adopt(s, then: nil)
             case .failure(let e): loop.nextTick { [self] in onError(e) }
+            }
+        }
+    }
+
+    /// `socket.bind({fd, exclusive})`: in a worker (unless `exclusive`), `fd` names a UDP socket **of the
+    /// primary**, which shares it; elsewhere it is this process's own descriptor, taken over.
+    public func bind(fd: Int32, exclusive: Bool = false) {
+        if let cluster, !exclusive {
+            // Node asks with address and port null: the descriptor is the whole address.
+            bindThroughPrimary(cluster, ServerRequest(address: nil, port: 0, addressType: family == .udp6 ? .udp6 : .udp4, fd: fd, backlog: 0))
+        } else if Sockets.type(of: fd) == Int32(SOCK_DGRAM.rawValue) {
+            adopt(fd, then: nil)
+        } else {
+            let e = ClusterError(code: "EINVAL", errno: EINVAL, syscall: "bind", message: "descriptor \(fd) is not a UDP socket")
+            loop.nextTick { [self] in onError(e) }
+        }
+    }
+
+    private func bindThroughPrimary(_ cluster: ClusterWorker, _ query: ServerRequest) {
+        binding = true
+        closedWhileBinding = false
+        _ = cluster.queryServer(query) { [self] ticket, grant in
+            binding = false
+            if closedWhileBinding {
+                // Closed meanwhile: no 'error', no 'listening'; a granted socket goes back at once.
+                switch grant {
+                case .failed: break
+                case .roundRobin(let key, _): cluster.released(key: key, ticket: ticket)
+                case .shared(let key, let sharedFD):
+                    Glibc.close(sharedFD)
+                    cluster.released(key: key, ticket: ticket)
+                }
+                return
+            }
+            switch grant {
+            case .failed(let e):
+                loop.nextTick { [self] in onError(e) }
+            case .roundRobin(let key, _):
+                // UDP is always shared; a descriptor-less grant cannot be used.
+                cluster.released(key: key, ticket: ticket)
+                loop.nextTick { [self] in onError(ClusterError(code: "EPROTO", message: "the primary sent no socket for a UDP bind")) }
+            case .shared(let key, let sharedFD):
+                clustered = (key, ticket)
+                cluster.track(key: key) { [weak self] done in
+                    self?.close()
+                    done()
+                }
+                adopt(sharedFD) { cluster.reportListening(ticket, port: SocketAddress.local(of: sharedFD)?.port ?? query.port) }
             }
         }
     }
@@ -129,8 +166,14 @@ public final class DatagramSocket {
         return n == bytes.count
     }
 
-    /// `socket.close()`.
+    /// `socket.close()`; also while a clustered bind waits for the primary, whose socket is then given back
+    /// when it arrives.
     public func close() {
+        if binding && !closedWhileBinding {
+            closedWhileBinding = true
+            loop.nextTick { [self] in onClose() }
+            return
+        }
         guard fd >= 0 else { return }
         watcher?.cancel()
         watcher = nil

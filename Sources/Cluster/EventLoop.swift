@@ -97,7 +97,8 @@ public final class EventLoop: @unchecked Sendable {
         submit {}
     }
 
-    private var alive: Bool {
+    /// Whether something keeps the loop running (what `run()` checks).
+    var isAlive: Bool {
         (referenced > 0 || !ticks.isEmpty || keepAlive.load(ordering: .sequentiallyConsistent) > 0
             || !submitted.withLock { $0.isEmpty })
     }
@@ -106,7 +107,7 @@ public final class EventLoop: @unchecked Sendable {
     public func run() {
         stopRequested = false
         runTicks()
-        while alive && !stopRequested {
+        while isAlive && !stopRequested {
             turn(timeout: ticks.isEmpty && alwaysReady.isEmpty ? -1 : 0)
         }
     }

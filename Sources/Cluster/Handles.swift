@@ -69,7 +69,10 @@ final class RoundRobinHandle: ServerHandle {
         switch request.addressType {
         case .unix:
             unixPath = request.bindPath
-            result = Sockets.listeningUnix(path: request.bindPath, backlog: request.backlog)
+            // The primary creates the socket file, so it is the one to open it to everyone when asked.
+            result = Sockets.listeningUnix(path: request.bindPath, backlog: request.backlog).flatMap { fd in
+                Sockets.openPipe(request.bindPath, fd: fd, readable: request.readableAll, writable: request.writableAll)
+            }
         case .descriptor:
             if let fd = request.fd, Sockets.type(of: fd) == Int32(SOCK_STREAM.rawValue) {
                 Sockets.setNonBlocking(fd)
@@ -158,6 +161,12 @@ final class SharedHandle: ServerHandle {
         let result: Result<Int32, ClusterError>
         switch request.addressType {
         case .udp4, .udp6:
+            if let fd = request.fd, fd >= 0 {
+                // bind({fd}): a UDP socket of the primary's, shared as it is.
+                result = Sockets.type(of: fd) == Int32(SOCK_DGRAM.rawValue) ? .success(fd)
+                    : .failure(ClusterError(code: "EINVAL", errno: EINVAL, syscall: "bind", message: "descriptor \(fd) is not a UDP socket"))
+                break
+            }
             result = Sockets.bound(udp: true, host: request.address ?? (request.addressType == .udp6 ? "::" : "0.0.0.0"),
                                    port: request.port, ipv6Only: request.ipv6Only, reuseAddress: request.reuseAddress)
         case .unix:

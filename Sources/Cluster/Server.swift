@@ -10,8 +10,10 @@ import Glibc
 public enum ListenTarget: Sendable, Hashable {
     /// `listen({host, port, ipv6Only})`; a nil host listens on every address (`::`, dual-stack).
     case tcp(host: String?, port: Int, ipv6Only: Bool = false)
-    /// `listen(path)`: a Unix socket; a relative path is relative to the current directory.
-    case unix(path: String)
+    /// `listen({path, readableAll, writableAll})`: a Unix socket; a relative path is relative to the current
+    /// directory. `readableAll` / `writableAll` open the socket file to every user (under round-robin the
+    /// primary, which creates it, applies them; a shared handle does not, as in Node 20).
+    case unix(path: String, readableAll: Bool = false, writableAll: Bool = false)
     /// `listen({fd})`: in a worker, a descriptor **of the primary**.
     case fd(Int32)
     /// `listen(handle)`: a socket this process made itself; the primary is not involved.
@@ -163,16 +165,22 @@ public final class Server {
                 case .failure(let e): fail(ClusterError(code: e.code, errno: e.errno, syscall: "listen", message: e.message))
                 }
             }
-        case .unix(let path):
+        case .unix(let path, let readableAll, let writableAll):
             let absolute = URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL.path
             if let cluster, !exclusive {
-                listenThroughPrimary(cluster, ServerRequest(address: absolute, port: -1, addressType: .unix, fd: nil, backlog: backlog), requestedPort: -1)
+                var query = ServerRequest(address: absolute, port: -1, addressType: .unix, fd: nil, backlog: backlog)
+                query.readableAll = readableAll
+                query.writableAll = writableAll
+                listenThroughPrimary(cluster, query, requestedPort: -1)
             } else {
-                switch Sockets.listeningUnix(path: path, backlog: backlog) {
+                let result = Sockets.listeningUnix(path: path, backlog: backlog).flatMap { fd in
+                    Sockets.openPipe(path, fd: fd, readable: readableAll, writable: writableAll)
+                }
+                switch result {
                 case .success(let fd):
                     unlinkPath = path
                     listening(on: fd)
-                case .failure(let e): fail(ClusterError(code: e.code, errno: e.errno, syscall: "listen", message: e.message))
+                case .failure(let e): fail(ClusterError(code: e.code, errno: e.errno, syscall: e.syscall ?? "listen", message: e.message))
                 }
             }
         }

@@ -126,6 +126,22 @@ enum Sockets {
         startListening(boundUnix(path: path), backlog: backlog)
     }
 
+    /// Adds read (`readable`) and write (`writable`) permission for everyone to the socket file at `path`
+    /// of the listening socket `fd` (libuv's `uv_pipe_chmod`, behind Node's `readableAll` / `writableAll`);
+    /// on failure the socket is closed and the file removed.
+    static func openPipe(_ path: String, fd: Int32, readable: Bool, writable: Bool) -> Result<Int32, ClusterError> {
+        guard readable || writable else { return .success(fd) }
+        let wanted = (readable ? S_IRUSR | S_IRGRP | S_IROTH : 0) | (writable ? S_IWUSR | S_IWGRP | S_IWOTH : 0)
+        var st = stat()
+        if stat(path, &st) == 0 && (st.st_mode & wanted == wanted || chmod(path, (st.st_mode & 0o7777) | wanted) == 0) {
+            return .success(fd)
+        }
+        let e = errno
+        close(fd)
+        unlink(path)
+        return .failure(ClusterError(errno: e, syscall: "uv_pipe_chmod"))
+    }
+
     /// The kind of socket a descriptor is: `SOCK_STREAM` or `SOCK_DGRAM`, nil if not a socket.
     static func type(of fd: Int32) -> Int32? {
         var type: Int32 = 0

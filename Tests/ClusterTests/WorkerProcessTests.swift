@@ -39,6 +39,24 @@ struct WorkerProcessTests {
         #expect(c.exit(of: w.id)?.signal == "SIGKILL")
     }
 
+    @Test("a worker that does not read for a while loses nothing: the primary queues and delivers in order")
+    func slowWorker() throws {
+        let c = try FixtureCluster()
+        let w = try c.fork()
+        // The worker acks, then keeps its thread busy: it reads nothing for half a second.
+        let seq = c.command(w.id, "block", [("ms", 500)])
+        #expect(c.ack(seq) != nil)
+        let count = 300
+        for i in 0..<count {
+            #expect(w.send(.object(JSONObject([("n", .number(Double(i))), ("pad", .string(String(repeating: "w", count: 20_000)))]))))
+        }
+        c.waitUntil("\(count) messages at the worker", within: .seconds(60)) { workerMessages(c).count == count }
+        #expect(workerMessages(c).map { $0["n"]?.intValue } == (0..<count).map { Optional($0) })
+        #expect(w.channel.queuedPackets == 0)
+        w.kill(SIGKILL)
+        _ = c.exit(of: w.id)
+    }
+
     @Test("a Server sent by the primary stays open in the primary; once it closes, the worker serves the socket")
     func serverToWorker() throws {
         let c = try FixtureCluster()
@@ -272,6 +290,29 @@ struct WorkerProcessTests {
         #expect(m?["message"] == "hello")
         c.command(w.id, "disconnect")
         #expect(c.exit(of: w.id)! == (0, nil))
+    }
+
+    @Test("a UDP socket closed while its clustered bind waits for the primary emits 'close' and never listens (Node LISTEN-15)")
+    func udpClosedWhileBinding() throws {
+        let c = try FixtureCluster()
+        let w = try c.fork()
+        // Both commands arrive together: the close comes while the primary's reply is on its way.
+        c.command(w.id, "listen", [("server", "d"), ("kind", "udp"), ("type", "udp4"), ("host", "127.0.0.1"), ("port", 0)])
+        c.command(w.id, "close", [("server", "d")])
+        c.waitForEvent("the close of d") { $0["ev"] == "close" && $0["server"] == "d" }
+        c.command(w.id, "listen", [("server", "e"), ("kind", "udp"), ("type", "udp4"), ("host", "127.0.0.1"), ("port", 0)])
+        let e = c.waitForEvent("e listening") { $0["ev"] == "listening" && $0["server"] == "e" }
+        // The primary's report of e comes after any report of d (one channel, in order).
+        _ = c.waitForClusterEvent("the primary's report of e") { ev -> Bool? in
+            if case .listening(_, let a) = ev, a.port == e?["port"]?.intValue { return true }
+            return nil
+        }
+        let listenedD = c.workerEvents.contains { $0["ev"] == "listening" && $0["server"] == "d" }
+        let reports = c.clusterEvents.filter { if case .listening = $0 { true } else { false } }.count
+        #expect(reports == (listenedD ? 2 : 1), "the primary reported a socket the worker never listened on")
+        #expect(c.workerEvents.filter { $0["ev"] == "close" }.count == 1)
+        w.kill(SIGKILL)
+        _ = c.exit(of: w.id)
     }
 
     @Test("a worker that cannot be started (missing cwd): 'error', then 'fork' and 'disconnect', and no 'exit', as in Node")

@@ -1,0 +1,99 @@
+import Foundation
+import SystemSupport
+import Testing
+@testable import Cluster
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Servers in one process: what keeps the loop alive.
+@Suite("Servers")
+struct ServerTests {
+    @Test("a listening server keeps the loop alive unless unref'd, also when unref'd before listen (Node RR-08)")
+    func refUnref() {
+        let loop = EventLoop()
+        let server = Server(loop: loop)
+        server.unref()
+        var listening = false
+        server.onListening = { listening = true }
+        server.listen(.tcp(host: "127.0.0.1", port: 0))
+        run(loop, until: "the server listening") { listening }
+        #expect(!loop.isAlive, "an unref'd server kept the loop alive")
+        server.ref()
+        #expect(loop.isAlive)
+        server.unref()
+        #expect(!loop.isAlive)
+        server.ref()
+        var closed = false
+        server.close { _ in closed = true }
+        run(loop, until: "the close") { closed }
+        #expect(!loop.isAlive, "a closed server kept the loop alive")
+    }
+
+    @Test("a server dropped while listening stops listening: its port is free again")
+    func dropped() throws {
+        let loop = EventLoop()
+        var server: Server? = Server(loop: loop)
+        var listening = false
+        server?.onListening = { listening = true }
+        server?.listen(.tcp(host: "127.0.0.1", port: 0))
+        run(loop, until: "the server listening") { listening }
+        guard case .inet(_, _, let port)? = server?.address() else { Issue.record("no address"); return }
+        server = nil
+        #expect(!loop.isAlive)
+        // Nobody listens on the port any more.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { close(fd) }
+        let rc = SocketAddress(host: "127.0.0.1", port: port)!.withSockaddr { connect(fd, $0, $1) }
+        #expect(rc == -1 && errno == ECONNREFUSED)
+    }
+}
+
+/// Options of a listen or bind in one process.
+@Suite("Listen options")
+struct ListenOptionTests {
+    @Test("listen({path, readableAll, writableAll}) opens the socket file to everyone", arguments: [(false, false), (true, false), (true, true)])
+    func pipeModes(_ readable: Bool, _ writable: Bool) throws {
+        let dir = makeTemporaryDirectory()
+        defer { removeDirectory(dir) }
+        let loop = EventLoop()
+        let server = Server(loop: loop)
+        var listening = false
+        server.onListening = { listening = true }
+        server.listen(.unix(path: dir + "/s.sock", readableAll: readable, writableAll: writable))
+        run(loop, until: "the server listening") { listening }
+        var st = stat()
+        #expect(stat(dir + "/s.sock", &st) == 0)
+        // Whatever the umask left, the requested bits are set for everyone.
+        let bits: mode_t = (readable ? 0o444 : 0) | (writable ? 0o222 : 0)
+        #expect(st.st_mode & bits == bits)
+        var closed = false
+        server.close { _ in closed = true }
+        run(loop, until: "the close") { closed }
+    }
+
+    @Test("bind({fd}) outside a cluster takes over this process's own UDP socket; a non-UDP descriptor is an error")
+    func udpDescriptor() throws {
+        let loop = EventLoop()
+        let fd = try Sockets.bound(udp: true, host: "127.0.0.1", port: 0).get()
+        let socket = DatagramSocket(loop: loop, family: .udp4)
+        var listening = false
+        socket.onListening = { listening = true }
+        socket.bind(fd: fd)
+        run(loop, until: "the socket listening") { listening }
+        guard case .inet(_, _, let port)? = socket.address() else { Issue.record("no address"); return }
+        #expect(port == SocketAddress.local(of: fd)?.port)
+        socket.close()
+
+        var p: [Int32] = [-1, -1]
+        #expect(pipe(&p) == 0)
+        defer { close(p[0]); close(p[1]) }
+        let other = DatagramSocket(loop: loop, family: .udp4)
+        var error: ClusterError?
+        other.onError = { error = $0 }
+        other.bind(fd: p[0])
+        run(loop, until: "the error") { error != nil }
+        #expect(error?.code == "EINVAL")
+    }
+}
