@@ -44,7 +44,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             path: "fixtures/swift",
-            exclude: ["implementation.yaml"]
+            exclude: ["implementation.yaml", "expectations.yaml"]
         ),
         // The README's clustered echo server, built and tested.
         .executableTarget(
@@ -81,7 +81,8 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterTests",
-            dependencies: ["Cluster", "ClusterJSON", "CSupport", "cluster-echo", "cluster-http"]
+            // cluster-fixture: the worker-process tests fork it as a real worker.
+            dependencies: ["Cluster", "ClusterJSON", "CSupport", "cluster-echo", "cluster-http", "cluster-fixture"]
         ),
         .testTarget(
             name: "ClusterConformanceTests",
