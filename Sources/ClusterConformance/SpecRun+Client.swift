@@ -102,6 +102,24 @@ extension SpecRun {
         let hostHeader = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
         let stepDeadline = deadline
         let label = r.label
+        if r.partial {
+            // The head of a request without its final blank line: the connection is in the middle of a
+            // request, and stays so until released.
+            switch Client.connect(endpoint, until: min(stepDeadline, .now + scaled(r.wait))) {
+            case .failure(let e):
+                runnerEvent("refused", [("server", .string(label)), ("conn", 1), ("code", .string(e.code))])
+            case .success(let fd):
+                do {
+                    try writeAll(fd, Array("\(r.method) \(r.path) HTTP/1.1\r\nHost: \(hostHeader)\r\n".utf8))
+                    runnerEvent("partial", [("server", .string(label)), ("conn", 1), ("transport", "http")])
+                    held[r.hold!, default: []].append(fd)
+                } catch {
+                    runnerEvent("refused", [("server", .string(label)), ("conn", 1), ("code", .string(error.code))])
+                    close(fd)
+                }
+            }
+            return
+        }
         let work: @Sendable () -> [Int32] = { [self] in
             func answerDeadline() -> ContinuousClock.Instant { min(stepDeadline, .now + self.scaled(r.wait)) }
             var open: Int32 = -1

@@ -235,6 +235,9 @@ public struct RequestStep: Sendable, Hashable {
     public var count: Int
     /// All requests on one kept-alive connection (true) or a new connection per request (false).
     public var keepAlive: Bool
+    /// Send only the request head, without its final blank line, and keep the connection (under `hold`):
+    /// a connection in the middle of a request, which a closing server must wait for.
+    public var partial: Bool = false
     /// The request method.
     public var method: String
     /// The request target.

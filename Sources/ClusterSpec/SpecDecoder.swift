@@ -480,7 +480,7 @@ struct SpecDecoder {
 
     mutating func requestStep(_ v: YAMLNode) -> RequestStep? {
         guard let m = mapping(v, "request", allowed: ["server", "worker", "port", "host", "count", "keepAlive", "method", "path",
-                                                     "hold", "background", "wait", "label"]) else { return nil }
+                                                     "hold", "background", "wait", "label", "partial"]) else { return nil }
         if m["path"] != nil, m["server"] == nil, m["port"] == nil { problem(v, "request needs 'server' or 'port'; 'path' is the request target"); return nil }
         var targetFields = m
         targetFields["path"] = nil
@@ -498,10 +498,18 @@ struct SpecDecoder {
             path = s
         }
         let method = m["method"].flatMap { oneOf($0, "method", ["GET", "POST", "PUT", "DELETE", "HEAD"]) } ?? "GET"
-        return RequestStep(target: target, label: m["label"].flatMap { string($0, "label") } ?? label, count: count,
-                           keepAlive: m["keepAlive"].flatMap { bool($0, "keepAlive") } ?? false, method: method, path: path,
+        let partial = m["partial"].flatMap { bool($0, "partial") } ?? false
+        let keepAlive = m["keepAlive"].flatMap { bool($0, "keepAlive") } ?? false
+        if partial && (m["hold"] == nil || count != 1 || keepAlive) {
+            problem(m["partial"]!, "a partial request is one request (count 1) kept open under 'hold'")
+            return nil
+        }
+        var step = RequestStep(target: target, label: m["label"].flatMap { string($0, "label") } ?? label, count: count,
+                           keepAlive: keepAlive, method: method, path: path,
                            hold: m["hold"].flatMap { holdName($0) }, background: m["background"].flatMap { bool($0, "background") } ?? false,
                            wait: wait)
+        step.partial = partial
+        return step
     }
 
     mutating func datagramStep(_ v: YAMLNode) -> DatagramStep? {

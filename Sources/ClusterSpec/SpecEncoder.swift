@@ -153,6 +153,7 @@ public enum SpecEncoder {
             var m = clientTarget(r.target) + [("label", .string(r.label)), ("count", .int(r.count)), ("keepAlive", .bool(r.keepAlive)),
                                               ("method", .string(r.method)), ("path", .string(r.path))]
             if let hold = r.hold { m.append(("hold", .string(hold))) }
+            if r.partial { m.append(("partial", .bool(true))) }
             return .map(m + [("background", .bool(r.background)), ("wait", .int(r.wait))])
         case .datagram(let d):
             return .map(clientTarget(d.target) + [("label", .string(d.label)), ("count", .int(d.count)), ("payload", .string(d.payload)),
