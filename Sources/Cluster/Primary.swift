@@ -376,10 +376,7 @@ public final class Worker {
     /// (`ERR_IPC_CHANNEL_CLOSED`).
     @discardableResult
     public func send(_ message: JSONValue) -> Bool {
-        switch channel.send(.user, message) {
-        case .success: return true
-        case .failure(let error): return failed(error)
-        }
+        channel.sendUser(message) { [weak self] in self?.emit(.error($0)) }
     }
 
     /// `worker.send(message, sendHandle)`: sends a handle with the message (its descriptor by SCM_RIGHTS).
@@ -390,19 +387,7 @@ public final class Worker {
     ///   server, a closed connection), as Node throws for a handle it cannot send.
     @discardableResult
     public func send(_ message: JSONValue, handle: SendHandle) throws(ClusterError) -> Bool {
-        let (fd, kind) = try handle.resolve()
-        switch channel.send(Channel.Kind(userMessageWith: kind), message, fds: [fd]) {
-        case .success:
-            handle.sent()
-            return true
-        case .failure(let error): return failed(error)
-        }
-    }
-
-    /// A send failed: Node emits the error on the next tick and the call returns false.
-    private func failed(_ error: ClusterError) -> Bool {
-        primary.loop.nextTick { [weak self] in self?.emit(.error(error)) }
-        return false
+        try channel.sendUser(message, handle: handle) { [weak self] in self?.emit(.error($0)) }
     }
 
     /// `worker.disconnect()`: asks the worker to close its servers and its channel, withdraws it from every
