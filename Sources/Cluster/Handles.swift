@@ -69,7 +69,10 @@ final class RoundRobinHandle: ServerHandle {
         switch request.addressType {
         case .unix:
             unixPath = request.bindPath
-            result = Sockets.listeningUnix(path: request.bindPath, backlog: request.backlog)
+            // The primary creates the file, so it applies the worker's permission options (Node's
+            // round_robin_handle.js listens with them) before any worker hears back.
+            result = Sockets.listeningUnix(path: request.bindPath, backlog: request.backlog,
+                                           readableAll: request.readableAll, writableAll: request.writableAll)
         case .descriptor:
             if let fd = request.fd, Sockets.type(of: fd) == Int32(SOCK_STREAM.rawValue) {
                 Sockets.setNonBlocking(fd)

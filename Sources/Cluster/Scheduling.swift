@@ -113,6 +113,9 @@ struct ServerRequest {
     var backlog: Int32
     var ipv6Only = false
     var reuseAddress = false
+    /// A pipe's `readableAll` / `writableAll`: applied by a round-robin primary, which creates the file.
+    var readableAll = false
+    var writableAll = false
 
     init(address: String?, port: Int, addressType: AddressType, fd: Int32?, backlog: Int32) {
         self.address = address
@@ -139,6 +142,8 @@ struct ServerRequest {
         if let fd { f["fd"] = .number(Double(fd)) }
         if ipv6Only { f["ipv6Only"] = true }
         if reuseAddress { f["reuseAddr"] = true }
+        if readableAll { f["readableAll"] = true }
+        if writableAll { f["writableAll"] = true }
         return f
     }
 
@@ -150,6 +155,8 @@ struct ServerRequest {
         index = m["index"]?.intValue ?? 0
         ipv6Only = m["ipv6Only"]?.boolValue ?? false
         reuseAddress = m["reuseAddr"]?.boolValue ?? false
+        readableAll = m["readableAll"]?.boolValue ?? false
+        writableAll = m["writableAll"]?.boolValue ?? false
     }
 }
 

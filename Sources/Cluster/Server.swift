@@ -10,8 +10,12 @@ import Glibc
 public enum ListenTarget: Sendable, Hashable {
     /// `listen({host, port, ipv6Only})`; a nil host listens on every address (`::`, dual-stack).
     case tcp(host: String?, port: Int, ipv6Only: Bool = false)
-    /// `listen(path)`: a Unix socket; a relative path is relative to the current directory.
-    case unix(path: String)
+    /// `server.listen({path, readableAll, writableAll})`: a Unix socket; a relative path is relative to the
+    /// current directory. `readableAll` / `writableAll` add read / write permission for everyone to the
+    /// socket file (libuv's `uv_pipe_chmod`). In a worker under round-robin the primary, which creates
+    /// the file, applies them before it answers; a clustered listen under `none` does not apply them, as
+    /// in Node 20.
+    case unix(path: String, readableAll: Bool = false, writableAll: Bool = false)
     /// `listen({fd})`: in a worker, a descriptor **of the primary**.
     case fd(Int32)
     /// `listen(handle)`: a socket this process made itself; the primary is not involved.
@@ -163,15 +167,25 @@ public final class Server {
                 case .failure(let e): fail(ClusterError(code: e.code, errno: e.errno, syscall: "listen", message: e.message))
                 }
             }
-        case .unix(let path):
+        case .unix(let path, let readableAll, let writableAll):
+            if path.hasPrefix("\0") && (readableAll || writableAll) {
+                // An abstract socket has no file to change (Node throws the same code).
+                fail(ClusterError(code: "ERR_INVALID_ARG_VALUE",
+                                  message: "can not set readableAll or writableAll to true when path is abstract unix socket"))
+                return
+            }
             let absolute = URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL.path
             if let cluster, !exclusive {
-                listenThroughPrimary(cluster, ServerRequest(address: absolute, port: -1, addressType: .unix, fd: nil, backlog: backlog), requestedPort: -1)
+                var query = ServerRequest(address: absolute, port: -1, addressType: .unix, fd: nil, backlog: backlog)
+                query.readableAll = readableAll
+                query.writableAll = writableAll
+                listenThroughPrimary(cluster, query, requestedPort: -1)
             } else {
-                switch Sockets.listeningUnix(path: path, backlog: backlog) {
+                switch Sockets.listeningUnix(path: path, backlog: backlog, readableAll: readableAll, writableAll: writableAll) {
                 case .success(let fd):
                     unlinkPath = path
                     listening(on: fd)
+                case .failure(let e) where e.syscall == Sockets.pipeModeCall: fail(e)
                 case .failure(let e): fail(ClusterError(code: e.code, errno: e.errno, syscall: "listen", message: e.message))
                 }
             }

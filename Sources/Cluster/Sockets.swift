@@ -121,9 +121,34 @@ enum Sockets {
         return .success(fd)
     }
 
-    /// A listening Unix socket at `path`.
-    static func listeningUnix(path: String, backlog: Int32) -> Result<Int32, ClusterError> {
-        startListening(boundUnix(path: path), backlog: backlog)
+    /// A listening Unix socket at `path`, with read and/or write permission for everyone added to its
+    /// file when asked (`readableAll`, `writableAll`). If the permissions cannot be set, the socket is
+    /// closed and its file removed, and the error's syscall is `pipeModeCall`.
+    static func listeningUnix(path: String, backlog: Int32, readableAll: Bool = false, writableAll: Bool = false) -> Result<Int32, ClusterError> {
+        startListening(boundUnix(path: path), backlog: backlog).flatMap { fd in
+            guard let e = addPipeMode(path: path, readableAll: readableAll, writableAll: writableAll) else { return .success(fd) }
+            close(fd)
+            unlink(path)
+            return .failure(e)
+        }
+    }
+
+    /// How Node names the call that sets a pipe's permissions, in its errors.
+    static let pipeModeCall = "uv_pipe_chmod"
+
+    /// libuv's `uv_pipe_chmod`: adds read (`readableAll`) and/or write (`writableAll`) permission for
+    /// owner, group and others to the socket file at `path`, keeping the bits it has (so a umask of 022
+    /// with both gives 0777, with `readableAll` alone 0755). Nil when done or nothing was asked.
+    static func addPipeMode(path: String, readableAll: Bool, writableAll: Bool) -> ClusterError? {
+        var wanted: mode_t = 0
+        if readableAll { wanted |= S_IRUSR | S_IRGRP | S_IROTH }
+        if writableAll { wanted |= S_IWUSR | S_IWGRP | S_IWOTH }
+        guard wanted != 0 else { return nil }
+        var st = stat()
+        guard stat(path, &st) == 0 else { return ClusterError(errno: errno, syscall: pipeModeCall) }
+        if st.st_mode & wanted == wanted { return nil }
+        guard chmod(path, (st.st_mode | wanted) & 0o7777) == 0 else { return ClusterError(errno: errno, syscall: pipeModeCall) }
+        return nil
     }
 
     /// The kind of socket a descriptor is: `SOCK_STREAM` or `SOCK_DGRAM`, nil if not a socket.
