@@ -161,8 +161,17 @@ final class SharedHandle: ServerHandle {
         let result: Result<Int32, ClusterError>
         switch request.addressType {
         case .udp4, .udp6:
-            result = Sockets.bound(udp: true, host: request.address ?? (request.addressType == .udp6 ? "::" : "0.0.0.0"),
-                                   port: request.port, ipv6Only: request.ipv6Only, reuseAddress: request.reuseAddress)
+            if let fd = request.fd, fd > 0 {
+                // bind({fd}) in a worker: the number is this process's descriptor, wrapped as it is once it
+                // proves to be a UDP socket (dgram's _createSocketHandle answers EINVAL otherwise). It is
+                // shared like a bound socket, and closed with the handle when the last worker leaves, as in
+                // Node.
+                result = Sockets.isUDP(fd) ? .success(fd)
+                    : .failure(ClusterError(code: "EINVAL", errno: EINVAL, syscall: "open", message: "descriptor \(fd) is not a UDP socket"))
+            } else {
+                result = Sockets.bound(udp: true, host: request.address ?? (request.addressType == .udp6 ? "::" : "0.0.0.0"),
+                                       port: request.port, ipv6Only: request.ipv6Only, reuseAddress: request.reuseAddress)
+            }
         case .unix:
             unixPath = request.bindPath
             result = Sockets.boundUnix(path: request.bindPath)

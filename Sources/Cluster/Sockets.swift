@@ -158,6 +158,12 @@ enum Sockets {
         return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 ? type : nil
     }
 
+    /// Whether a descriptor is a UDP socket (`SOCK_DGRAM` over IPv4 or IPv6: libuv's handle type `UDP`).
+    static func isUDP(_ fd: Int32) -> Bool {
+        guard type(of: fd) == Int32(SOCK_DGRAM.rawValue), let family = SocketAddress.local(of: fd)?.family else { return false }
+        return family == AF_INET || family == AF_INET6
+    }
+
     /// Accepts one connection, non-blocking and close-on-exec; nil when none is pending.
     static func accept(_ fd: Int32) -> Result<Int32, ClusterError>? {
         let c = csupport_accept(fd, 1)
