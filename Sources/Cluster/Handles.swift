@@ -105,7 +105,8 @@ final class RoundRobinHandle: ServerHandle {
     func remove(_ worker: Worker) -> Bool {
         guard let (orphaned, wasLast) = queue.remove(worker.id) else { return false }
         workers[worker.id] = nil
-        // Hand-offs to a leaving worker will never be acknowledged; the primary's copies are closed.
+        // Its unanswered hand-offs stay: a refusal still sends them to another worker (or, with none
+        // left, closes them). What waited for a worker goes when the last one left.
         orphaned.forEach { close($0) }
         guard wasLast else { return false }
         watcher?.cancel()
@@ -130,20 +131,35 @@ final class RoundRobinHandle: ServerHandle {
     private func send(_ handoff: RoundRobinQueue<Int32>.Handoff?) {
         guard let handoff, let worker = workers[handoff.worker] else { return }
         trace("handoff \(handoff.id) to worker \(handoff.worker); free \(queue.free); waiting \(queue.waiting)")
-        let message = JSONValue.object(JSONObject([("act", "newconn"), ("key", .string(key)), ("handoff", .number(Double(handoff.id)))]))
+        // The answer comes back to this handle through the worker, even after the handle left the
+        // primary's table (its last worker gone) or another took its key.
+        let ticket = worker.awaitAnswer(self, handoff: handoff.id)
+        let message = JSONValue.object(JSONObject([("act", "newconn"), ("key", .string(key)), ("handoff", .number(Double(ticket)))]))
         if case .failure = worker.channel.send(.control, message, fds: [handoff.connection]) {
             // The worker is going away; its removal will offer the connection to someone else.
+            _ = worker.answer(ticket)
             queue.undo(handoff)
         }
     }
 
-    /// The worker answered a hand-off.
+    /// The worker answered a hand-off. Accepted: the primary's copy closes. Refused: the connection goes
+    /// to another worker, or waits for one (Node's rule, even when the refusing worker has left the
+    /// handle); it is closed only when no worker is left.
     func acknowledged(_ id: Int, accepted: Bool, by worker: Worker) {
         guard let ack = queue.acknowledge(id, accepted: accepted) else { return }
         trace("ack \(id) from worker \(worker.id): accepted \(accepted); free \(queue.free)")
-        if accepted { close(ack.connection) }
+        if accepted || ack.dropped { close(ack.connection) }
         send(ack.redistributed)
         send(ack.next)
+    }
+
+    /// The worker's channel closed before it answered hand-off `id`. Node keeps such a connection open
+    /// for as long as the primary lives, though no worker will ever serve it; here it is closed, so the
+    /// client sees the end and the descriptor is not held for nothing.
+    func abandoned(_ id: Int) {
+        guard let connection = queue.abandon(id) else { return }
+        trace("hand-off \(id) abandoned: its worker's channel closed")
+        close(connection)
     }
 }
 
