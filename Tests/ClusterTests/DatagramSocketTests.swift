@@ -47,6 +47,18 @@ struct DatagramSocketTests {
             #expect(throws: Never.self) { try channel.send(.control, .object(object), fds: fd.map { [$0] } ?? []).get() }
         }
 
+        /// A worker's UDP socket whose clustered bind of 127.0.0.1:0 waits for this primary's answer, what
+        /// it reports, and the `queryServer` to answer.
+        func bindingSocket() -> (DatagramSocket, Events, query: JSONValue) {
+            let socket = DatagramSocket(loop: loop, family: .udp4, cluster: worker)
+            let events = Events()
+            events.watch(socket)
+            let asked = acts("queryServer").count
+            socket.bind(host: "127.0.0.1", port: 0)
+            run(loop, until: "the worker's queryServer") { acts("queryServer").count > asked }
+            return (socket, events, acts("queryServer")[asked])
+        }
+
         /// A user message from the worker, once it reached this end: everything the worker sent before it
         /// has arrived too (one channel, in order).
         func roundTrip(_ marker: String) {
@@ -73,18 +85,14 @@ struct DatagramSocketTests {
     @Test("closed while its clustered bind waits, a socket gives the primary's socket back and only emits 'close' (LISTEN-15)")
     func closeBeforeGrant() throws {
         let p = FakePrimary()
-        let socket = DatagramSocket(loop: p.loop, family: .udp4, cluster: p.worker)
-        let events = Events()
-        events.watch(socket)
-        socket.bind(host: "127.0.0.1", port: 0)
-        run(p.loop, until: "the worker's queryServer") { !p.acts("queryServer").isEmpty }
+        let (socket, events, query) = p.bindingSocket()
         socket.close()
 
         // The primary's answer arrives after the close: a real bound socket, as a shared handle.
         let shared = try Sockets.bound(udp: true, host: "127.0.0.1", port: 0).get()
         let port = SocketAddress.local(of: shared)!.port
         let key = "127.0.0.1:0:\"udp4\":-1:0"
-        p.reply(to: p.acts("queryServer")[0], key: key, fd: shared)
+        p.reply(to: query, key: key, fd: shared)
         close(shared)  // the worker now holds the only copy, if it kept one
 
         run(p.loop, until: "the worker's close notice for the key") { !p.acts("close").isEmpty }
@@ -98,22 +106,16 @@ struct DatagramSocketTests {
         #expect(throws: Never.self) { try again.get() }
         if case .success(let fd) = again { close(fd) }
         // The index was given back: the next bind on the tuple asks for index 0 again.
-        let next = DatagramSocket(loop: p.loop, family: .udp4, cluster: p.worker)
-        next.bind(host: "127.0.0.1", port: 0)
-        run(p.loop, until: "the second queryServer") { p.acts("queryServer").count == 2 }
-        #expect(p.acts("queryServer")[1]["index"] == 0)
+        let (_, _, second) = p.bindingSocket()
+        #expect(second["index"] == 0)
     }
 
     @Test("closed while its clustered bind waits, a socket reports no error when the primary's answer is one")
     func closeBeforeError() {
         let p = FakePrimary()
-        let socket = DatagramSocket(loop: p.loop, family: .udp4, cluster: p.worker)
-        let events = Events()
-        events.watch(socket)
-        socket.bind(host: "127.0.0.1", port: 0)
-        run(p.loop, until: "the worker's queryServer") { !p.acts("queryServer").isEmpty }
+        let (socket, events, query) = p.bindingSocket()
         socket.close()
-        p.reply(to: p.acts("queryServer")[0], key: "127.0.0.1:0:\"udp4\":-1:0", errno: "EADDRINUSE")
+        p.reply(to: query, key: "127.0.0.1:0:\"udp4\":-1:0", errno: "EADDRINUSE")
         p.roundTrip("after the answer")
         run(p.loop, until: "the close") { events.names.contains("close") }
         #expect(events.names == ["close"])
@@ -123,14 +125,10 @@ struct DatagramSocketTests {
     @Test("a clustered bind answered before any close listens, reports itself, and closes once")
     func grantThenClose() throws {
         let p = FakePrimary()
-        let socket = DatagramSocket(loop: p.loop, family: .udp4, cluster: p.worker)
-        let events = Events()
-        events.watch(socket)
-        socket.bind(host: "127.0.0.1", port: 0)
-        run(p.loop, until: "the worker's queryServer") { !p.acts("queryServer").isEmpty }
+        let (socket, events, query) = p.bindingSocket()
         let shared = try Sockets.bound(udp: true, host: "127.0.0.1", port: 0).get()
         defer { close(shared) }
-        p.reply(to: p.acts("queryServer")[0], key: "k", fd: shared)
+        p.reply(to: query, key: "k", fd: shared)
         run(p.loop, until: "the listening report") { !p.acts("listening").isEmpty }
         #expect(events.names == ["listening"])
         #expect(p.acts("listening")[0]["port"]?.intValue == SocketAddress.local(of: shared)?.port)
