@@ -13,10 +13,44 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+// The end both spawn functions share, once `fa` holds their descriptor moves: close everything above
+// `max_dst`, change to `cwd`, give the child a clean signal state (the signal mask and SIG_IGN dispositions
+// survive exec, so they are reset explicitly), optionally a process group of its own, then spawn. `fa` is
+// destroyed on every path. Returns 0, or the errno value of the first call that failed.
+static int spawn_with_actions(pid_t *pid, const char *path, posix_spawn_file_actions_t *fa, char *const argv[],
+                              char *const envp[], int max_dst, const char *cwd, int flags) {
+    posix_spawnattr_t attr;
+    sigset_t empty, defaults;
+    static const int sigs[] = {SIGPIPE, SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+    short spawn_flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+    int rc = posix_spawn_file_actions_addclosefrom_np(fa, max_dst + 1);
+    if (rc == 0 && cwd) rc = posix_spawn_file_actions_addchdir_np(fa, cwd);
+    if (rc != 0) {
+        posix_spawn_file_actions_destroy(fa);
+        return rc;
+    }
+    rc = posix_spawnattr_init(&attr);
+    if (rc != 0) {
+        posix_spawn_file_actions_destroy(fa);
+        return rc;
+    }
+    sigemptyset(&empty);
+    sigemptyset(&defaults);
+    for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaddset(&defaults, sigs[i]);
+    if (flags & CSUPPORT_SPAWN_NEW_GROUP) spawn_flags |= POSIX_SPAWN_SETPGROUP;
+    rc = posix_spawnattr_setsigmask(&attr, &empty);
+    if (rc == 0) rc = posix_spawnattr_setsigdefault(&attr, &defaults);
+    if (rc == 0 && (flags & CSUPPORT_SPAWN_NEW_GROUP)) rc = posix_spawnattr_setpgroup(&attr, 0);
+    if (rc == 0) rc = posix_spawnattr_setflags(&attr, spawn_flags);
+    if (rc == 0) rc = posix_spawnp(pid, path, fa, &attr, argv, envp);
+    posix_spawn_file_actions_destroy(fa);
+    posix_spawnattr_destroy(&attr);
+    return rc;
+}
+
 int csupport_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *cwd,
                    const int stdio[3], const int *extra_src, const int *extra_dst, int n_extra, int flags) {
     posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
     int moved[3 + 64];
     int n_moved = 0;
     int max_dst = 2;
@@ -38,31 +72,12 @@ int csupport_spawn(pid_t *pid, const char *path, char *const argv[], char *const
         if (extra_dst[i] > max_dst) max_dst = extra_dst[i];
     }
 
-    posix_spawn_file_actions_init(&fa);
-    for (int i = 0; i < 3; i++) posix_spawn_file_actions_adddup2(&fa, moved[i], i);
-    for (int i = 0; i < n_extra; i++) posix_spawn_file_actions_adddup2(&fa, moved[3 + i], extra_dst[i]);
-    posix_spawn_file_actions_addclosefrom_np(&fa, max_dst + 1);
-    if (cwd) posix_spawn_file_actions_addchdir_np(&fa, cwd);
-
-    posix_spawnattr_init(&attr);
-    sigset_t empty, defaults;
-    sigemptyset(&empty);
-    sigemptyset(&defaults);
-    int sigs[] = {SIGPIPE, SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
-    for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaddset(&defaults, sigs[i]);
-    posix_spawnattr_setsigmask(&attr, &empty);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
-    short spawn_flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
-    if (flags & CSUPPORT_SPAWN_NEW_GROUP) {
-        posix_spawnattr_setpgroup(&attr, 0);
-        spawn_flags |= POSIX_SPAWN_SETPGROUP;
-    }
-    posix_spawnattr_setflags(&attr, spawn_flags);
-
-    rc = posix_spawnp(pid, path, &fa, &attr, argv, envp);
-
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
+    rc = posix_spawn_file_actions_init(&fa);
+    if (rc != 0) goto undo;
+    for (int i = 0; i < 3 && rc == 0; i++) rc = posix_spawn_file_actions_adddup2(&fa, moved[i], i);
+    for (int i = 0; i < n_extra && rc == 0; i++) rc = posix_spawn_file_actions_adddup2(&fa, moved[3 + i], extra_dst[i]);
+    if (rc == 0) rc = spawn_with_actions(pid, path, &fa, argv, envp, max_dst, cwd, flags);  // destroys fa
+    else posix_spawn_file_actions_destroy(&fa);
 undo:
     for (int i = 0; i < n_moved; i++) close(moved[i]);
     return rc;
@@ -71,7 +86,6 @@ undo:
 int csupport_spawn_fds(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *cwd,
                        const int *src, const int *dst, int n, int flags) {
     posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
     int moved[64];
     int n_moved = 0;
     int max_dst = -1;
@@ -92,42 +106,23 @@ int csupport_spawn_fds(pid_t *pid, const char *path, char *const argv[], char *c
     }
     n_moved = n;
 
-    posix_spawn_file_actions_init(&fa);
-    for (int i = 0; i < n; i++) {
-        if (moved[i] >= 0) posix_spawn_file_actions_adddup2(&fa, moved[i], dst[i]);
-        else posix_spawn_file_actions_addopen(&fa, dst[i], "/dev/null", O_RDWR, 0);
+    rc = posix_spawn_file_actions_init(&fa);
+    if (rc != 0) goto undo;
+    for (int i = 0; i < n && rc == 0; i++) {
+        if (moved[i] >= 0) rc = posix_spawn_file_actions_adddup2(&fa, moved[i], dst[i]);
+        else rc = posix_spawn_file_actions_addopen(&fa, dst[i], "/dev/null", O_RDWR, 0);
     }
     // Numbers below the highest target that are not targets: whatever the parent has there (a descriptor
     // without close-on-exec) must not leak in. Opening /dev/null first makes the close valid either way.
-    for (int fd = 0; fd < max_dst; fd++) {
+    for (int fd = 0; fd < max_dst && rc == 0; fd++) {
         int listed = 0;
         for (int i = 0; i < n; i++) if (dst[i] == fd) listed = 1;
         if (listed) continue;
-        posix_spawn_file_actions_addopen(&fa, fd, "/dev/null", O_RDONLY, 0);
-        posix_spawn_file_actions_addclose(&fa, fd);
+        rc = posix_spawn_file_actions_addopen(&fa, fd, "/dev/null", O_RDONLY, 0);
+        if (rc == 0) rc = posix_spawn_file_actions_addclose(&fa, fd);
     }
-    posix_spawn_file_actions_addclosefrom_np(&fa, max_dst + 1);
-    if (cwd) posix_spawn_file_actions_addchdir_np(&fa, cwd);
-
-    posix_spawnattr_init(&attr);
-    sigset_t empty, defaults;
-    sigemptyset(&empty);
-    sigemptyset(&defaults);
-    int sigs[] = {SIGPIPE, SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
-    for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaddset(&defaults, sigs[i]);
-    posix_spawnattr_setsigmask(&attr, &empty);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
-    short spawn_flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
-    if (flags & CSUPPORT_SPAWN_NEW_GROUP) {
-        posix_spawnattr_setpgroup(&attr, 0);
-        spawn_flags |= POSIX_SPAWN_SETPGROUP;
-    }
-    posix_spawnattr_setflags(&attr, spawn_flags);
-
-    rc = posix_spawnp(pid, path, &fa, &attr, argv, envp);
-
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
+    if (rc == 0) rc = spawn_with_actions(pid, path, &fa, argv, envp, max_dst, cwd, flags);  // destroys fa
+    else posix_spawn_file_actions_destroy(&fa);
 undo:
     for (int i = 0; i < n_moved; i++) if (moved[i] >= 0) close(moved[i]);
     return rc;

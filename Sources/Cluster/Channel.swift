@@ -116,6 +116,31 @@ final class Channel {
         return send(packets: Channel.split(kind, text), fds: fds)
     }
 
+    /// A user message as `worker.send(message)` and `process.send(message)` send it (both sides share
+    /// this): true once sent or queued; false when it cannot be, and `report` gets the error on the next
+    /// tick, as Node emits `'error'` after the call has returned.
+    func sendUser(_ message: JSONValue, reportingTo report: @escaping (ClusterError) -> Void) -> Bool {
+        outcome(send(.user, message), report)
+    }
+
+    /// A user message with a handle (`send(message, sendHandle)` on either side): its descriptor goes
+    /// with the message, and a sent connection is given up unless `keepOpen`. False, with the error
+    /// reported on the next tick, when it cannot be sent; the handle then stays as it was.
+    /// - Throws: `ERR_INVALID_HANDLE_TYPE` when the handle has no descriptor to send.
+    func sendUser(_ message: JSONValue, handle: SendHandle,
+                  reportingTo report: @escaping (ClusterError) -> Void) throws(ClusterError) -> Bool {
+        let (fd, kind) = try handle.resolve()
+        let sent = outcome(send(Kind(userMessageWith: kind), message, fds: [fd]), report)
+        if sent { handle.sent() }
+        return sent
+    }
+
+    private func outcome(_ result: Result<Void, ClusterError>, _ report: @escaping (ClusterError) -> Void) -> Bool {
+        guard case .failure(let error) = result else { return true }
+        loop.nextTick { report(error) }
+        return false
+    }
+
     /// The packets of a long message.
     private static func split(_ kind: Kind, _ text: [UInt8]) -> [[UInt8]] {
         var packets: [[UInt8]] = []

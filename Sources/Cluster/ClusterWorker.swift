@@ -48,7 +48,7 @@ public final class ClusterWorker {
             guard let self else { fds.forEach { close($0) }; return }
             received(kind, value, fds)
         }
-        channel.onError = { [weak self] error in self?.handlers.forEach { $0(.error(error)) } }
+        channel.onError = { [weak self] error in self?.emitError(error) }
         channel.onClose = { [weak self] in self?.channelClosed() }
         channel.send(.control, .object(JSONObject([("act", "online")])))
     }
@@ -67,10 +67,7 @@ public final class ClusterWorker {
     /// (the channel is closed, say), and an `'error'` event follows on the next tick, as in Node.
     @discardableResult
     public func send(_ message: JSONValue) -> Bool {
-        switch channel.send(.user, message) {
-        case .success: return true
-        case .failure(let error): return failed(error)
-        }
+        channel.sendUser(message) { [weak self] in self?.emitError($0) }
     }
 
     /// `process.send(message, sendHandle)`: sends a handle with the message (its descriptor by SCM_RIGHTS).
@@ -81,19 +78,10 @@ public final class ClusterWorker {
     ///   (its socket is the primary's), a closed connection.
     @discardableResult
     public func send(_ message: JSONValue, handle: SendHandle) throws(ClusterError) -> Bool {
-        let (fd, kind) = try handle.resolve()
-        switch channel.send(Channel.Kind(userMessageWith: kind), message, fds: [fd]) {
-        case .success:
-            handle.sent()
-            return true
-        case .failure(let error): return failed(error)
-        }
+        try channel.sendUser(message, handle: handle) { [weak self] in self?.emitError($0) }
     }
 
-    private func failed(_ error: ClusterError) -> Bool {
-        loop.nextTick { [weak self] in self?.handlers.forEach { $0(.error(error)) } }
-        return false
-    }
+    private func emitError(_ error: ClusterError) { handlers.forEach { $0(.error(error)) } }
 
     /// `cluster.worker.disconnect()`: closes every server obtained through the primary, waits for them to
     /// close, tells the primary the exit is voluntary, then closes the channel.

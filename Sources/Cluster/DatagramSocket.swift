@@ -30,11 +30,19 @@ public final class DatagramSocket {
     private var clustered: (key: String, ticket: ClusterWorker.Ticket)?
     private var buffer = [UInt8](repeating: 0, count: 65536)
     private var referenced = true
-    /// A clustered bind is waiting for the primary's reply.
-    private var binding = false
-    /// `close()` came while binding: the reply's socket is given back instead of used (dgram.js
-    /// bindServerHandle).
-    private var closedWhileBinding = false
+    private var state = State.unbound
+
+    /// Where the socket is in its life (dgram.js `bindState`, plus closed).
+    private enum State {
+        /// Not bound yet.
+        case unbound
+        /// Waiting for the primary's answer to a clustered bind.
+        case binding
+        /// Has its descriptor.
+        case bound
+        /// `close()` was called: whatever the primary answers later is given back, not used.
+        case closed
+    }
 
     /// A socket of `family` on `loop`; `cluster` is this process's worker runtime when it is a worker.
     public init(loop: EventLoop, family: Family, cluster: ClusterWorker? = nil) {
@@ -68,15 +76,20 @@ public final class DatagramSocket {
         return .inet(address: a.host ?? "", family: familyName(a.family), port: a.port)
     }
 
-    /// `socket.bind({address, port, exclusive})`; the address defaults to `0.0.0.0` / `::`.
+    /// `socket.bind({address, port, exclusive})`; the address defaults to `0.0.0.0` / `::`. A second bind
+    /// reports `ERR_SOCKET_ALREADY_BOUND` through `onError`.
     public func bind(host: String?, port: Int, exclusive: Bool = false, reuseAddress: Bool = false, ipv6Only: Bool = false) {
+        guard state == .unbound else {
+            loop.nextTick { [self] in onError(DatagramSocket.alreadyBound) }
+            return
+        }
         let address = host.flatMap { Sockets.resolve($0)?.address } ?? (family == .udp6 ? "::" : "0.0.0.0")
         if let cluster, !exclusive {
             var query = ServerRequest(address: address, port: port, addressType: family == .udp6 ? .udp6 : .udp4,
-                                            fd: -1, backlog: 0)
+                                      fd: -1, backlog: 0)
             query.reuseAddress = reuseAddress
             query.ipv6Only = ipv6Only
-            bindThroughPrimary(cluster, query)
+            bindThroughPrimary(cluster, query, requestedPort: port)
         } else {
             switch Sockets.bound(udp: true, host: address, port: port, ipv6Only: ipv6Only, reuseAddress: reuseAddress) {
             case .success(let s): adopt(s, then: nil)
@@ -85,60 +98,78 @@ public final class DatagramSocket {
         }
     }
 
-    /// `socket.bind({fd, exclusive})`: in a worker (unless `exclusive`), `fd` names a UDP socket **of the
-    /// primary**, which shares it; elsewhere it is this process's own descriptor, taken over.
-    public func bind(fd: Int32, exclusive: Bool = false) {
-        if let cluster, !exclusive {
-            // Node asks with address and port null: the descriptor is the whole address.
-            bindThroughPrimary(cluster, ServerRequest(address: nil, port: 0, addressType: family == .udp6 ? .udp6 : .udp4, fd: fd, backlog: 0))
-        } else if Sockets.type(of: fd) == Int32(SOCK_DGRAM.rawValue) {
-            adopt(fd, then: nil)
-        } else {
-            let e = ClusterError(code: "EINVAL", errno: EINVAL, syscall: "bind", message: "descriptor \(fd) is not a UDP socket")
-            loop.nextTick { [self] in onError(e) }
+    /// `socket.bind({fd, exclusive})`: receives on an existing UDP socket. In a worker (unless
+    /// `exclusive`) the number names a descriptor **of the primary**, which checks that it is a UDP socket
+    /// and shares it with every worker that binds it (a failure reaches `onError` with syscall `open`);
+    /// otherwise this process's own descriptor, which the socket then owns.
+    /// - Throws: `ERR_INVALID_FD` for a number that is not positive, `ERR_SOCKET_ALREADY_BOUND` for a
+    ///   second bind, `ERR_INVALID_FD_TYPE` when this process's own descriptor is not a UDP socket.
+    public func bind(fd descriptor: Int32, exclusive: Bool = false) throws(ClusterError) {
+        guard descriptor > 0 else {
+            throw ClusterError(code: "ERR_INVALID_FD", message: "\"fd\" must be a positive integer: \(descriptor)")
         }
+        guard state == .unbound else { throw DatagramSocket.alreadyBound }
+        if let cluster, !exclusive {
+            // Node sends address and port null; the descriptor number is the key.
+            let query = ServerRequest(address: nil, port: 0, addressType: family == .udp6 ? .udp6 : .udp4,
+                                      fd: descriptor, backlog: 0)
+            bindThroughPrimary(cluster, query, requestedPort: 0)
+            return
+        }
+        guard Sockets.isUDP(descriptor) else {
+            throw ClusterError(code: "ERR_INVALID_FD_TYPE", message: "Unsupported fd type: descriptor \(descriptor) is not a UDP socket")
+        }
+        adopt(descriptor, then: nil)
     }
 
-    private func bindThroughPrimary(_ cluster: ClusterWorker, _ query: ServerRequest) {
-        binding = true
-        closedWhileBinding = false
+    private static let alreadyBound = ClusterError(code: "ERR_SOCKET_ALREADY_BOUND", message: "Socket is already bound")
+
+    /// A clustered bind (dgram.js `bindServerHandle`): the primary's shared socket, or its error. A socket
+    /// closed meanwhile gives the socket back at once, as Node closes the arriving handle, and reports
+    /// nothing: no 'listening', no 'error'.
+    private func bindThroughPrimary(_ cluster: ClusterWorker, _ query: ServerRequest, requestedPort: Int) {
+        state = .binding
         _ = cluster.queryServer(query) { [self] ticket, grant in
-            binding = false
-            if closedWhileBinding {
-                // Closed meanwhile: no 'error', no 'listening'; a granted socket goes back at once.
-                switch grant {
-                case .failed: break
-                case .roundRobin(let key, _): cluster.released(key: key, ticket: ticket)
-                case .shared(let key, let sharedFD):
-                    Glibc.close(sharedFD)
-                    cluster.released(key: key, ticket: ticket)
-                }
-                return
-            }
             switch grant {
-            case .failed(let e):
+            case .failed(var e):
+                guard state == .binding else { return }
+                state = .unbound
+                if query.fd != nil && query.fd! >= 0 {
+                    // Opening the primary's descriptor failed (Node: an ErrnoException of 'open').
+                    e = ClusterError(code: e.code, errno: e.errno, syscall: "open", message: "open \(e.code)")
+                }
                 loop.nextTick { [self] in onError(e) }
             case .roundRobin(let key, _):
                 // UDP is always shared; a descriptor-less grant cannot be used.
                 cluster.released(key: key, ticket: ticket)
+                guard state == .binding else { return }
+                state = .unbound
                 loop.nextTick { [self] in onError(ClusterError(code: "EPROTO", message: "the primary sent no socket for a UDP bind")) }
             case .shared(let key, let sharedFD):
+                guard state == .binding else {
+                    // Closed while the primary answered: this worker's copy goes, and the primary hears the
+                    // close as from any socket of this key (child.js's wrapped handle.close()).
+                    Glibc.close(sharedFD)
+                    cluster.released(key: key, ticket: ticket)
+                    return
+                }
                 clustered = (key, ticket)
                 cluster.track(key: key) { [weak self] done in
                     self?.close()
                     done()
                 }
-                adopt(sharedFD) { cluster.reportListening(ticket, port: SocketAddress.local(of: sharedFD)?.port ?? query.port) }
+                adopt(sharedFD) { cluster.reportListening(ticket, port: SocketAddress.local(of: sharedFD)?.port ?? requestedPort) }
             }
         }
     }
 
     private func adopt(_ socket: Int32, then report: (() -> Void)?) {
         fd = socket
+        state = .bound
         Sockets.setNonBlocking(socket)
         watcher = loop.watch(socket, referenced: referenced) { [weak self] in self?.receiveAll() }
         loop.nextTick { [self] in
-            guard fd >= 0 else { return }
+            guard state == .bound else { return }
             onListening()
             report?()
         }
@@ -166,18 +197,15 @@ public final class DatagramSocket {
         return n == bytes.count
     }
 
-    /// `socket.close()`; also while a clustered bind waits for the primary, whose socket is then given back
-    /// when it arrives.
+    /// `socket.close()`: stops receiving and closes the socket; `'close'` follows on the next tick. Closing
+    /// during a clustered bind is allowed: the primary's answer is then given back unused. Closing a
+    /// closed socket does nothing.
     public func close() {
-        if binding && !closedWhileBinding {
-            closedWhileBinding = true
-            loop.nextTick { [self] in onClose() }
-            return
-        }
-        guard fd >= 0 else { return }
+        guard state != .closed else { return }
+        state = .closed
         watcher?.cancel()
         watcher = nil
-        Glibc.close(fd)
+        if fd >= 0 { Glibc.close(fd) }
         fd = -1
         if let (key, ticket) = clustered { cluster?.released(key: key, ticket: ticket) }
         clustered = nil

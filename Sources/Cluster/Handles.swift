@@ -69,10 +69,10 @@ final class RoundRobinHandle: ServerHandle {
         switch request.addressType {
         case .unix:
             unixPath = request.bindPath
-            // The primary creates the socket file, so it is the one to open it to everyone when asked.
-            result = Sockets.listeningUnix(path: request.bindPath, backlog: request.backlog).flatMap { fd in
-                Sockets.openPipe(request.bindPath, fd: fd, readable: request.readableAll, writable: request.writableAll)
-            }
+            // The primary creates the file, so it applies the worker's permission options (Node's
+            // round_robin_handle.js listens with them) before any worker hears back.
+            result = Sockets.listeningUnix(path: request.bindPath, backlog: request.backlog,
+                                           readableAll: request.readableAll, writableAll: request.writableAll)
         case .descriptor:
             if let fd = request.fd, Sockets.type(of: fd) == Int32(SOCK_STREAM.rawValue) {
                 Sockets.setNonBlocking(fd)
@@ -105,7 +105,8 @@ final class RoundRobinHandle: ServerHandle {
     func remove(_ worker: Worker) -> Bool {
         guard let (orphaned, wasLast) = queue.remove(worker.id) else { return false }
         workers[worker.id] = nil
-        // Hand-offs to a leaving worker will never be acknowledged; the primary's copies are closed.
+        // Its unanswered hand-offs stay: a refusal still sends them to another worker (or, with none
+        // left, closes them). What waited for a worker goes when the last one left.
         orphaned.forEach { close($0) }
         guard wasLast else { return false }
         watcher?.cancel()
@@ -130,20 +131,35 @@ final class RoundRobinHandle: ServerHandle {
     private func send(_ handoff: RoundRobinQueue<Int32>.Handoff?) {
         guard let handoff, let worker = workers[handoff.worker] else { return }
         trace("handoff \(handoff.id) to worker \(handoff.worker); free \(queue.free); waiting \(queue.waiting)")
-        let message = JSONValue.object(JSONObject([("act", "newconn"), ("key", .string(key)), ("handoff", .number(Double(handoff.id)))]))
+        // The answer comes back to this handle through the worker, even after the handle left the
+        // primary's table (its last worker gone) or another took its key.
+        let ticket = worker.awaitAnswer(self, handoff: handoff.id)
+        let message = JSONValue.object(JSONObject([("act", "newconn"), ("key", .string(key)), ("handoff", .number(Double(ticket)))]))
         if case .failure = worker.channel.send(.control, message, fds: [handoff.connection]) {
             // The worker is going away; its removal will offer the connection to someone else.
+            _ = worker.answer(ticket)
             queue.undo(handoff)
         }
     }
 
-    /// The worker answered a hand-off.
+    /// The worker answered a hand-off. Accepted: the primary's copy closes. Refused: the connection goes
+    /// to another worker, or waits for one (Node's rule, even when the refusing worker has left the
+    /// handle); it is closed only when no worker is left.
     func acknowledged(_ id: Int, accepted: Bool, by worker: Worker) {
         guard let ack = queue.acknowledge(id, accepted: accepted) else { return }
         trace("ack \(id) from worker \(worker.id): accepted \(accepted); free \(queue.free)")
-        if accepted { close(ack.connection) }
+        if accepted || ack.dropped { close(ack.connection) }
         send(ack.redistributed)
         send(ack.next)
+    }
+
+    /// The worker's channel closed before it answered hand-off `id`. Node keeps such a connection open
+    /// for as long as the primary lives, though no worker will ever serve it; here it is closed, so the
+    /// client sees the end and the descriptor is not held for nothing.
+    func abandoned(_ id: Int) {
+        guard let connection = queue.abandon(id) else { return }
+        trace("hand-off \(id) abandoned: its worker's channel closed")
+        close(connection)
     }
 }
 
@@ -161,14 +177,17 @@ final class SharedHandle: ServerHandle {
         let result: Result<Int32, ClusterError>
         switch request.addressType {
         case .udp4, .udp6:
-            if let fd = request.fd, fd >= 0 {
-                // bind({fd}): a UDP socket of the primary's, shared as it is.
-                result = Sockets.type(of: fd) == Int32(SOCK_DGRAM.rawValue) ? .success(fd)
-                    : .failure(ClusterError(code: "EINVAL", errno: EINVAL, syscall: "bind", message: "descriptor \(fd) is not a UDP socket"))
-                break
+            if let fd = request.fd, fd > 0 {
+                // bind({fd}) in a worker: the number is this process's descriptor, wrapped as it is once it
+                // proves to be a UDP socket (dgram's _createSocketHandle answers EINVAL otherwise). It is
+                // shared like a bound socket, and closed with the handle when the last worker leaves, as in
+                // Node.
+                result = Sockets.isUDP(fd) ? .success(fd)
+                    : .failure(ClusterError(code: "EINVAL", errno: EINVAL, syscall: "open", message: "descriptor \(fd) is not a UDP socket"))
+            } else {
+                result = Sockets.bound(udp: true, host: request.address ?? (request.addressType == .udp6 ? "::" : "0.0.0.0"),
+                                       port: request.port, ipv6Only: request.ipv6Only, reuseAddress: request.reuseAddress)
             }
-            result = Sockets.bound(udp: true, host: request.address ?? (request.addressType == .udp6 ? "::" : "0.0.0.0"),
-                                   port: request.port, ipv6Only: request.ipv6Only, reuseAddress: request.reuseAddress)
         case .unix:
             unixPath = request.bindPath
             result = Sockets.boundUnix(path: request.bindPath)

@@ -242,8 +242,7 @@ public final class Primary {
                 handles[key] = nil
             }
         case "accepted":
-            if let key = message["key"]?.stringValue, let handle = handles[key] as? RoundRobinHandle,
-               let id = message["handoff"]?.intValue {
+            if let ticket = message["handoff"]?.intValue, let (handle, id) = worker.answer(ticket) {
                 handle.acknowledged(id, accepted: message["accepted"]?.boolValue ?? false, by: worker)
             }
         default:
@@ -313,6 +312,10 @@ public final class Worker {
     private var untilExit: Worker?
     /// How the process ended, once it did.
     public private(set) var termination: (code: Int?, signal: String?)?
+    /// Round-robin hand-offs sent to this worker and not answered yet, by the number the worker echoes
+    /// back: the handle and its hand-off id.
+    private var unanswered: [Int: (handle: RoundRobinHandle, id: Int)] = [:]
+    private var nextTicket = 1
 
     init(id: Int, pid: pid_t, primary: Primary, channel: Channel, stdio: [Int32?]) {
         self.id = id
@@ -376,10 +379,7 @@ public final class Worker {
     /// (`ERR_IPC_CHANNEL_CLOSED`).
     @discardableResult
     public func send(_ message: JSONValue) -> Bool {
-        switch channel.send(.user, message) {
-        case .success: return true
-        case .failure(let error): return failed(error)
-        }
+        channel.sendUser(message) { [weak self] in self?.emit(.error($0)) }
     }
 
     /// `worker.send(message, sendHandle)`: sends a handle with the message (its descriptor by SCM_RIGHTS).
@@ -390,19 +390,7 @@ public final class Worker {
     ///   server, a closed connection), as Node throws for a handle it cannot send.
     @discardableResult
     public func send(_ message: JSONValue, handle: SendHandle) throws(ClusterError) -> Bool {
-        let (fd, kind) = try handle.resolve()
-        switch channel.send(Channel.Kind(userMessageWith: kind), message, fds: [fd]) {
-        case .success:
-            handle.sent()
-            return true
-        case .failure(let error): return failed(error)
-        }
-    }
-
-    /// A send failed: Node emits the error on the next tick and the call returns false.
-    private func failed(_ error: ClusterError) -> Bool {
-        primary.loop.nextTick { [weak self] in self?.emit(.error(error)) }
-        return false
+        try channel.sendUser(message, handle: handle) { [weak self] in self?.emit(.error($0)) }
     }
 
     /// `worker.disconnect()`: asks the worker to close its servers and its channel, withdraws it from every
@@ -422,11 +410,31 @@ public final class Worker {
         if termination == nil && pid > 0 { Glibc.kill(pid, signal) }
     }
 
+    /// Records that hand-off `id` of `handle` is on its way to this worker; returns the number the
+    /// worker's answer carries.
+    func awaitAnswer(_ handle: RoundRobinHandle, handoff id: Int) -> Int {
+        let ticket = nextTicket
+        nextTicket += 1
+        unanswered[ticket] = (handle, id)
+        return ticket
+    }
+
+    /// How many round-robin hand-offs this worker has not answered yet.
+    var unansweredHandoffs: Int { unanswered.count }
+
+    /// The hand-off a worker's answer is about (once: nil for an unknown or repeated answer).
+    func answer(_ ticket: Int) -> (handle: RoundRobinHandle, id: Int)? {
+        unanswered.removeValue(forKey: ticket)
+    }
+
     private func channelClosed() {
-        if isDead {
-            primary.removeHandles(for: self)
-            primary.removeWorker(self)
-        }
+        // As Node's primary does on 'disconnect': the worker leaves every handle now, dead or not.
+        primary.removeHandles(for: self)
+        if isDead { primary.removeWorker(self) }
+        // Answers can no longer come.
+        let abandoned = unanswered.sorted { $0.key < $1.key }
+        unanswered.removeAll()
+        for (_, entry) in abandoned { entry.handle.abandoned(entry.id) }
         exitedAfterDisconnect = exitedAfterDisconnect ?? false
         state = .disconnected
         emit(.disconnect)

@@ -32,21 +32,24 @@ struct RoundRobinQueue<Connection> {
         return next(for: worker)
     }
 
-    /// A worker leaves; returns the connections of its unacknowledged hand-offs (never to be answered),
-    /// and, when it was the last member, every waiting connection too: the caller closes them all.
+    /// A worker leaves. Its unacknowledged hand-offs stay in flight: it may still answer them (a worker
+    /// being disconnected reads what was sent before the disconnect), and a refusal then queues the
+    /// connection for the others, as Node's handle does; `abandon` ends the ones it never answers. When it
+    /// was the last member, every waiting connection is returned: the caller closes them.
     mutating func remove(_ worker: Int) -> (orphaned: [Connection], wasLast: Bool)? {
         guard members.remove(worker) != nil else { return nil }
         free.removeAll { $0 == worker }
-        var orphaned: [Connection] = []
-        for (id, entry) in inFlight where entry.worker == worker {
-            orphaned.append(entry.connection)
-            inFlight[id] = nil
-        }
-        guard members.isEmpty else { return (orphaned, false) }
-        orphaned += pending[head...]
+        guard members.isEmpty else { return ([], false) }
+        let orphaned = Array(pending[head...])
         pending.removeAll()
         head = 0
         return (orphaned, true)
+    }
+
+    /// Hand-off `id` will never be answered (its worker's channel closed): its connection is returned for
+    /// the caller to close, since the worker may have served part of it. Nil when it was answered.
+    mutating func abandon(_ id: Int) -> Connection? {
+        inFlight.removeValue(forKey: id)?.connection
     }
 
     /// A connection was accepted: queue it and hand it to the worker free longest, if any.
@@ -81,7 +84,7 @@ struct RoundRobinQueue<Connection> {
 
     /// What an acknowledgement means.
     struct Acknowledged {
-        /// The connection: to close when accepted (the worker has its own copy).
+        /// The connection: to close when accepted (the worker has its own copy) or dropped.
         var connection: Connection
         /// When refused: the hand-off of that connection to another free worker, if any.
         var redistributed: Handoff?
@@ -89,12 +92,19 @@ struct RoundRobinQueue<Connection> {
         var next: Handoff?
         /// Whether the worker accepted.
         var accepted: Bool
+        /// Refused when no worker is left on the handle: nobody will ever take the connection, so the
+        /// caller closes it, as the last worker's leaving closes the queue.
+        var dropped = false
     }
 
-    /// A worker acknowledged hand-off `id`. A refused connection is offered to the next free worker
-    /// first; then the acknowledging worker takes the next waiting connection or becomes free.
+    /// A worker acknowledged hand-off `id` (it may have left the handle since). A refused connection is
+    /// queued again and offered to the next free worker first; then the acknowledging worker, if still a
+    /// member, takes the next waiting connection or becomes free.
     mutating func acknowledge(_ id: Int, accepted: Bool) -> Acknowledged? {
         guard let entry = inFlight.removeValue(forKey: id) else { return nil }
+        if !accepted && members.isEmpty {
+            return Acknowledged(connection: entry.connection, redistributed: nil, next: nil, accepted: false, dropped: true)
+        }
         let redistributed = accepted ? nil : distribute(entry.connection)
         return Acknowledged(connection: entry.connection, redistributed: redistributed,
                             next: next(for: entry.worker), accepted: accepted)
@@ -113,6 +123,7 @@ struct ServerRequest {
     var backlog: Int32
     var ipv6Only = false
     var reuseAddress = false
+    /// A pipe's `readableAll` / `writableAll`: applied by a round-robin primary, which creates the file.
     var readableAll = false
     var writableAll = false
 

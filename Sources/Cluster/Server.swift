@@ -10,9 +10,11 @@ import Glibc
 public enum ListenTarget: Sendable, Hashable {
     /// `listen({host, port, ipv6Only})`; a nil host listens on every address (`::`, dual-stack).
     case tcp(host: String?, port: Int, ipv6Only: Bool = false)
-    /// `listen({path, readableAll, writableAll})`: a Unix socket; a relative path is relative to the current
-    /// directory. `readableAll` / `writableAll` open the socket file to every user (under round-robin the
-    /// primary, which creates it, applies them; a shared handle does not, as in Node 20).
+    /// `server.listen({path, readableAll, writableAll})`: a Unix socket; a relative path is relative to the
+    /// current directory. `readableAll` / `writableAll` add read / write permission for everyone to the
+    /// socket file (libuv's `uv_pipe_chmod`). In a worker under round-robin the primary, which creates
+    /// the file, applies them before it answers; a clustered listen under `none` does not apply them, as
+    /// in Node 20.
     case unix(path: String, readableAll: Bool = false, writableAll: Bool = false)
     /// `listen({fd})`: in a worker, a descriptor **of the primary**.
     case fd(Int32)
@@ -166,6 +168,12 @@ public final class Server {
                 }
             }
         case .unix(let path, let readableAll, let writableAll):
+            if path.hasPrefix("\0") && (readableAll || writableAll) {
+                // An abstract socket has no file to change (Node throws the same code).
+                fail(ClusterError(code: "ERR_INVALID_ARG_VALUE",
+                                  message: "can not set readableAll or writableAll to true when path is abstract unix socket"))
+                return
+            }
             let absolute = URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL.path
             if let cluster, !exclusive {
                 var query = ServerRequest(address: absolute, port: -1, addressType: .unix, fd: nil, backlog: backlog)
@@ -173,14 +181,12 @@ public final class Server {
                 query.writableAll = writableAll
                 listenThroughPrimary(cluster, query, requestedPort: -1)
             } else {
-                let result = Sockets.listeningUnix(path: path, backlog: backlog).flatMap { fd in
-                    Sockets.openPipe(path, fd: fd, readable: readableAll, writable: writableAll)
-                }
-                switch result {
+                switch Sockets.listeningUnix(path: path, backlog: backlog, readableAll: readableAll, writableAll: writableAll) {
                 case .success(let fd):
                     unlinkPath = path
                     listening(on: fd)
-                case .failure(let e): fail(ClusterError(code: e.code, errno: e.errno, syscall: e.syscall ?? "listen", message: e.message))
+                case .failure(let e) where e.syscall == Sockets.pipeModeCall: fail(e)
+                case .failure(let e): fail(ClusterError(code: e.code, errno: e.errno, syscall: "listen", message: e.message))
                 }
             }
         }

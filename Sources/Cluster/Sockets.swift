@@ -121,25 +121,34 @@ enum Sockets {
         return .success(fd)
     }
 
-    /// A listening Unix socket at `path`.
-    static func listeningUnix(path: String, backlog: Int32) -> Result<Int32, ClusterError> {
-        startListening(boundUnix(path: path), backlog: backlog)
+    /// A listening Unix socket at `path`, with read and/or write permission for everyone added to its
+    /// file when asked (`readableAll`, `writableAll`). If the permissions cannot be set, the socket is
+    /// closed and its file removed, and the error's syscall is `pipeModeCall`.
+    static func listeningUnix(path: String, backlog: Int32, readableAll: Bool = false, writableAll: Bool = false) -> Result<Int32, ClusterError> {
+        startListening(boundUnix(path: path), backlog: backlog).flatMap { fd in
+            guard let e = addPipeMode(path: path, readableAll: readableAll, writableAll: writableAll) else { return .success(fd) }
+            close(fd)
+            unlink(path)
+            return .failure(e)
+        }
     }
 
-    /// Adds read (`readable`) and write (`writable`) permission for everyone to the socket file at `path`
-    /// of the listening socket `fd` (libuv's `uv_pipe_chmod`, behind Node's `readableAll` / `writableAll`);
-    /// on failure the socket is closed and the file removed.
-    static func openPipe(_ path: String, fd: Int32, readable: Bool, writable: Bool) -> Result<Int32, ClusterError> {
-        guard readable || writable else { return .success(fd) }
-        let wanted = (readable ? S_IRUSR | S_IRGRP | S_IROTH : 0) | (writable ? S_IWUSR | S_IWGRP | S_IWOTH : 0)
+    /// How Node names the call that sets a pipe's permissions, in its errors.
+    static let pipeModeCall = "uv_pipe_chmod"
+
+    /// libuv's `uv_pipe_chmod`: adds read (`readableAll`) and/or write (`writableAll`) permission for
+    /// owner, group and others to the socket file at `path`, keeping the bits it has (so a umask of 022
+    /// with both gives 0777, with `readableAll` alone 0755). Nil when done or nothing was asked.
+    static func addPipeMode(path: String, readableAll: Bool, writableAll: Bool) -> ClusterError? {
+        var wanted: mode_t = 0
+        if readableAll { wanted |= S_IRUSR | S_IRGRP | S_IROTH }
+        if writableAll { wanted |= S_IWUSR | S_IWGRP | S_IWOTH }
+        guard wanted != 0 else { return nil }
         var st = stat()
-        if stat(path, &st) == 0 && (st.st_mode & wanted == wanted || chmod(path, (st.st_mode & 0o7777) | wanted) == 0) {
-            return .success(fd)
-        }
-        let e = errno
-        close(fd)
-        unlink(path)
-        return .failure(ClusterError(errno: e, syscall: "uv_pipe_chmod"))
+        guard stat(path, &st) == 0 else { return ClusterError(errno: errno, syscall: pipeModeCall) }
+        if st.st_mode & wanted == wanted { return nil }
+        guard chmod(path, (st.st_mode | wanted) & 0o7777) == 0 else { return ClusterError(errno: errno, syscall: pipeModeCall) }
+        return nil
     }
 
     /// The kind of socket a descriptor is: `SOCK_STREAM` or `SOCK_DGRAM`, nil if not a socket.
@@ -147,6 +156,12 @@ enum Sockets {
         var type: Int32 = 0
         var len = socklen_t(MemoryLayout<Int32>.size)
         return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 ? type : nil
+    }
+
+    /// Whether a descriptor is a UDP socket (`SOCK_DGRAM` over IPv4 or IPv6: libuv's handle type `UDP`).
+    static func isUDP(_ fd: Int32) -> Bool {
+        guard type(of: fd) == Int32(SOCK_DGRAM.rawValue), let family = SocketAddress.local(of: fd)?.family else { return false }
+        return family == AF_INET || family == AF_INET6
     }
 
     /// Accepts one connection, non-blocking and close-on-exec; nil when none is pending.

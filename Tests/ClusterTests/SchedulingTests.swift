@@ -73,7 +73,7 @@ struct RoundRobinQueueTests {
         #expect(h?.connection == "b")
     }
 
-    @Test("a leaving worker's unacknowledged hand-offs come back to be closed; the last one takes the queue")
+    @Test("a leaving worker's hand-offs stay in flight until it answers; the last one to leave takes the queue")
     func removal() {
         var q = three()
         let a = q.distribute("a")!
@@ -81,14 +81,65 @@ struct RoundRobinQueueTests {
         _ = q.distribute("c")!
         _ = q.distribute("d")
         let r1 = q.remove(a.worker)!
-        #expect(r1.orphaned == ["a"])
+        #expect(r1.orphaned.isEmpty)
         #expect(!r1.wasLast)
-        #expect(q.acknowledge(a.id, accepted: true) == nil)
+        #expect(q.acknowledge(a.id, accepted: true)?.connection == "a")
         #expect(q.remove(a.worker) == nil)
         _ = q.remove(2)
         let last = q.remove(3)!
         #expect(last.wasLast)
-        #expect(Set(last.orphaned) == ["c", "d"])
+        #expect(last.orphaned == ["d"])
+    }
+
+    @Test("a connection refused by a worker that left goes to the next free worker, and the leaver takes nothing more")
+    func refusedAfterLeaving() {
+        var q = three()
+        let a = q.distribute("a")!  // to 1; free: 2, 3
+        _ = q.remove(1)
+        let ack = q.acknowledge(a.id, accepted: false)!
+        #expect(!ack.dropped)
+        #expect(ack.redistributed?.worker == 2)
+        #expect(ack.redistributed?.connection == "a")
+        #expect(ack.next == nil)
+        #expect(q.free == [3])
+    }
+
+    @Test("a connection refused by a worker that left waits for a busy worker, as Node queues it (rr.disconnect.refused-handoff-redistributed)")
+    func refusedWhileOthersBusy() {
+        var q = RoundRobinQueue<String>()
+        _ = q.add(1)
+        _ = q.add(2)
+        let a = q.distribute("a")!  // to 1, which is blocked
+        let b = q.distribute("b")!  // to 2, which refuses and leaves
+        _ = q.remove(b.worker)
+        let ack = q.acknowledge(b.id, accepted: false)!
+        #expect(!ack.dropped && ack.redistributed == nil && ack.next == nil)
+        #expect(q.waiting == 1)
+        #expect(q.acknowledge(a.id, accepted: true)?.next?.connection == "b")
+    }
+
+    @Test("a connection refused when no worker is left is dropped, to be closed by the caller")
+    func refusedWithNoneLeft() {
+        var q = RoundRobinQueue<String>()
+        _ = q.add(1)
+        let a = q.distribute("a")!
+        #expect(q.remove(1)?.wasLast == true)
+        let ack = q.acknowledge(a.id, accepted: false)!
+        #expect(ack.dropped)
+        #expect(ack.connection == "a")
+        #expect(ack.redistributed == nil && ack.next == nil)
+        #expect(q.waiting == 0)
+    }
+
+    @Test("a hand-off whose worker can no longer answer is abandoned once; a later answer finds nothing")
+    func abandonment() {
+        var q = three()
+        let a = q.distribute("a")!
+        _ = q.remove(a.worker)
+        #expect(q.abandon(a.id) == "a")
+        #expect(q.abandon(a.id) == nil)
+        #expect(q.acknowledge(a.id, accepted: false) == nil)
+        #expect(q.waiting == 0)
     }
 
     @Test("a hand-off that could not be sent is the next one again")

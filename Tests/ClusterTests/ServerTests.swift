@@ -73,14 +73,14 @@ struct ListenOptionTests {
         run(loop, until: "the close") { closed }
     }
 
-    @Test("bind({fd}) outside a cluster takes over this process's own UDP socket; a non-UDP descriptor is an error")
+    @Test("bind({fd}) outside a cluster takes over this process's own UDP socket; a non-UDP descriptor throws ERR_INVALID_FD_TYPE")
     func udpDescriptor() throws {
         let loop = EventLoop()
         let fd = try Sockets.bound(udp: true, host: "127.0.0.1", port: 0).get()
         let socket = DatagramSocket(loop: loop, family: .udp4)
         var listening = false
         socket.onListening = { listening = true }
-        socket.bind(fd: fd)
+        try socket.bind(fd: fd)
         run(loop, until: "the socket listening") { listening }
         guard case .inet(_, _, let port)? = socket.address() else { Issue.record("no address"); return }
         #expect(port == SocketAddress.local(of: fd)?.port)
@@ -90,10 +90,11 @@ struct ListenOptionTests {
         #expect(pipe(&p) == 0)
         defer { close(p[0]); close(p[1]) }
         let other = DatagramSocket(loop: loop, family: .udp4)
-        var error: ClusterError?
-        other.onError = { error = $0 }
-        other.bind(fd: p[0])
-        run(loop, until: "the error") { error != nil }
-        #expect(error?.code == "EINVAL")
+        #expect(throws: ClusterError.self) { try other.bind(fd: p[0]) }
+        do {
+            try other.bind(fd: p[0])
+        } catch {
+            #expect(error.code == "ERR_INVALID_FD_TYPE")
+        }
     }
 }
