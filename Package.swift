@@ -77,7 +77,7 @@ let package = Package(
         .testTarget(
             name: "ClusterSpecTests",
             dependencies: ["ClusterSpec"],
-            exclude: ["LintCases"]
+            exclude: ["LintCases", "Coverage"]
         ),
         .testTarget(
             name: "ClusterTests",
