@@ -150,10 +150,34 @@ enum SocketProbe {
     /// sockets at `path`.
     /// `/proc/net/unix` shows a path as it was bound, so a socket bound by a relative name is matched
     /// against `boundFrom` (the binder's working directory) as well.
+    ///
+    /// The tables are read three times and the results joined: the kernel lists them in chunks, and a
+    /// socket of another process created or closed between two chunks can make one reading skip an entry
+    /// (seen as a probe that found no holder while specs ran in parallel).
     static func inodes(transport: String, port: Int?, path: String?, boundFrom directory: String? = nil) -> Set<String> {
+        (0..<3).reduce(into: Set<String>()) { union, _ in union.formUnion(inodesOnce(transport: transport, port: port, path: path, boundFrom: directory)) }
+    }
+
+    /// The whole text of a `/proc` file, read to its end in large reads.
+    static func procText(_ file: String) -> String? {
+        let fd = open(file, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 { if errno == EINTR { continue }; return nil }
+            if n == 0 { break }
+            bytes += chunk[0..<n]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    static func inodesOnce(transport: String, port: Int?, path: String?, boundFrom directory: String?) -> Set<String> {
         var result: Set<String> = []
         if transport == "unix", let path {
-            guard let text = try? String(contentsOfFile: "/proc/net/unix", encoding: .utf8) else { return [] }
+            guard let text = procText("/proc/net/unix") else { return [] }
             for line in text.split(separator: "\n").dropFirst() {
                 let f = line.split(separator: " ", omittingEmptySubsequences: true)
                 guard f.count >= 8 else { continue }
@@ -169,7 +193,7 @@ enum SocketProbe {
         guard let port else { return [] }
         let files = transport == "udp" ? ["/proc/net/udp", "/proc/net/udp6"] : ["/proc/net/tcp", "/proc/net/tcp6"]
         for file in files {
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { continue }
+            guard let text = procText(file) else { continue }
             for line in text.split(separator: "\n").dropFirst() {
                 let f = line.split(separator: " ", omittingEmptySubsequences: true)
                 // sl local_address rem_address st tx:rx tr:tm retrnsmt uid timeout inode
