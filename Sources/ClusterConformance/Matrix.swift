@@ -70,12 +70,13 @@ public struct ConformanceMatrix: Sendable {
         for (_, specs) in areas {
             for spec in specs {
                 for (i, column) in columns.enumerated() {
-                    guard let r = column.results[spec.id], [.fail, .error, .xfail, .xpass].contains(r.outcome) || !r.waivedInvariants.isEmpty else { continue }
+                    guard let r = column.results[spec.id], [.fail, .error, .xfail, .xpass].contains(r.outcome) || !r.waivedInvariants.isEmpty || !r.failedAttempts.isEmpty else { continue }
                     n += 1
                     let first = r.messages.first { !$0.hasPrefix("expected: ") && !$0.hasPrefix("passed, but") } ?? r.messages.first ?? ""
                     let deviation = (column.expectations.deviations[spec.id].map { "Known deviation: \($0.reason). " } ?? "")
                         + r.waivedInvariants.map { "Known invariant deviation (\($0.rawValue)): \(column.expectations.invariants[$0]?.reason ?? ""). " }.joined()
-                    let observed = r.outcome == .xpass ? "" : firstLines(first)
+                    // A retried result is explained by its earlier failure.
+                    let observed = r.outcome == .xpass ? "" : firstLines(r.failedAttempts.isEmpty ? first : "attempt 1 failed: " + r.failedAttempts[0])
                     result[spec.id, default: [:]][i] = Note(number: n, text: "\(column.info.name) \(column.info.version) \(r.label) on `\(spec.id)`: \(deviation)\(observed)")
                 }
             }

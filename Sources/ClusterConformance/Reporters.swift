@@ -76,7 +76,9 @@ public final class HumanReporter: Reporter {
         let run = iteration > 1 ? " (run \(iteration))" : ""
         switch r.outcome {
         case .pass:
-            if verbose || !tty { sink.write("  pass  \(r.id)\(run) \(seconds(r.duration))\n") }
+            if !r.failedAttempts.isEmpty {
+                sink.write("  pass  \(r.id)\(run) \(seconds(r.duration)), after \(r.failedAttempts.count) failed attempt\(r.failedAttempts.count == 1 ? "" : "s"): \(r.failedAttempts[0])\n")
+            } else if verbose || !tty { sink.write("  pass  \(r.id)\(run) \(seconds(r.duration))\n") }
         case .skip:
             sink.write("  skip  \(r.id)\(run): \(r.messages.joined(separator: "; "))\n")
         case .xfail:

@@ -53,10 +53,13 @@ public struct SpecResult: Sendable {
     /// Invariants that did not hold but that the implementation's expectations file states as a known,
     /// implementation-wide deviation: the outcome is then the spec's own (`pass · orphans`).
     public var waivedInvariants: [Invariant] = []
+    /// The first message of each earlier attempt that failed unexpectedly (with `RunOptions.retries`).
+    public var failedAttempts: [String] = []
 
-    /// The outcome as a matrix shows it: `pass · orphans` when a known invariant deviation was waived.
+    /// The outcome as a matrix shows it: `pass · orphans` when a known invariant deviation was waived,
+    /// `pass · retried` when an earlier attempt failed.
     public var label: String {
-        waivedInvariants.isEmpty ? outcome.name : ([outcome.name] + waivedInvariants.map(\.rawValue)).joined(separator: " · ")
+        ([outcome.name] + waivedInvariants.map(\.rawValue) + (failedAttempts.isEmpty ? [] : ["retried"])).joined(separator: " · ")
     }
 }
 
@@ -82,6 +85,9 @@ public struct RunOptions: Sendable {
     public var timeoutScale: Double = 1
     /// How long processes may outlive the primary before they count as orphans, in milliseconds.
     public var orphanGraceMs = 2000
+    /// How many times a spec whose result is unexpected (a failure or an error) is run again; a later
+    /// expected result stands, labelled `retried` and carrying the earlier failures.
+    public var retries = 0
 
     /// Default options.
     public init() {}

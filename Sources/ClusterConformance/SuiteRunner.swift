@@ -11,6 +11,8 @@ public struct Summary: Sendable {
     public var repeats = 1
     /// Results by outcome.
     public var passed = 0, failed = 0, skipped = 0, errors = 0, xfailed = 0, xpassed = 0
+    /// Results that came as expected only on a retry.
+    public var retried = 0
     /// Wall time of the whole run.
     public var duration: Duration = .zero
 
@@ -33,6 +35,7 @@ public struct Summary: Sendable {
     public var counts: String {
         var parts = ["\(passed) passed", "\(failed) failed", "\(skipped) skipped", "\(errors) errors"]
         if xfailed > 0 || xpassed > 0 { parts += ["\(xfailed) expected failures", "\(xpassed) unexpected passes"] }
+        if retried > 0 { parts.append("\(retried) as expected only after a retry") }
         return parts.joined(separator: ", ")
     }
 }
@@ -79,8 +82,25 @@ public struct SuiteRunner: Sendable {
         return missing.isEmpty ? nil : "the implementation does not support: \(missing.joined(separator: ", "))"
     }
 
-    /// Runs one spec once, judged against the implementation's expectations.
+    /// Runs one spec, judged against the implementation's expectations; an unexpected failure or error is
+    /// run again up to `options.retries` times, and an expected result then stands with the earlier
+    /// failures recorded (`failedAttempts`), so that flakiness stays visible without failing the run.
     public func run(_ spec: Spec) -> SpecResult {
+        var result = runOnce(spec)
+        var failures: [String] = []
+        while [.fail, .error].contains(result.outcome), failures.count < options.retries {
+            failures.append(result.messages.first ?? result.outcome.name)
+            result = runOnce(spec)
+        }
+        if !failures.isEmpty && ![.fail, .error].contains(result.outcome) {
+            result.failedAttempts = failures
+            result.messages.append(contentsOf: failures.enumerated().map { "attempt \($0.offset + 1) failed: \($0.element)" })
+        }
+        return result
+    }
+
+    /// Runs one spec once, judged against the implementation's expectations.
+    func runOnce(_ spec: Spec) -> SpecResult {
         let deviation = expectations.deviations[spec.id]
         if let reason = skipReason(spec) ?? (deviation?.expected == .skip ? "expected: \(deviation!.reason)" : nil) {
             return SpecResult(id: spec.id, location: spec.location, outcome: .skip, messages: [reason], logTail: [],
@@ -123,6 +143,7 @@ public struct SuiteRunner: Sendable {
                     let result = self.run(spec)
                     summary.withLock { s in
                         s.count(result.outcome)
+                        if !result.failedAttempts.isEmpty { s.retried += 1 }
                         reporter.result(result, iteration: iteration)
                     }
                 }

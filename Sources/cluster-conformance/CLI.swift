@@ -118,14 +118,19 @@ struct RunSettings: ParsableArguments {
     @Option(name: .long, help: "Multiply every time budget by this factor.")
     var timeoutScale: Double = 1
 
+    @Option(name: .long, help: "Run a spec whose result is unexpected up to N more times; a later expected result stands, reported as retried.")
+    var retries: Int = 0
+
     func validate() throws {
         guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
+        guard (0...5).contains(retries) else { throw ValidationError("--retries must be between 0 and 5") }
         guard timeoutScale > 0 else { throw ValidationError("--timeout-scale must be positive") }
     }
 
     var options: RunOptions {
         var o = RunOptions()
         o.timeoutScale = timeoutScale
+        o.retries = retries
         return o
     }
 }

@@ -100,6 +100,27 @@ struct RunnerProtocolTests {
                 "\(unanswered.map(\.line))")
     }
 
+    @Test("with retries, an unexpected failure runs again; a later pass stands, labelled retried, with the failure kept")
+    func retries() throws {
+        let marker = FileManager.default.temporaryDirectory.appendingPathComponent("flaky-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: marker) }
+        let impl = Implementation(command: ["python3", Paths.fake, "flaky", marker], name: "fake-flaky")
+        let info = ImplementationInfo(name: "fake-flaky", version: "0", features: ["fork"])
+        var options = RunOptions()
+        let s = try spec(Self.quiet)
+        let once = SuiteRunner(implementation: impl, info: info, options: options, jobs: 1, repeats: 1).run(s)
+        #expect(once.outcome == .error)
+        #expect(once.failedAttempts.isEmpty)
+
+        try FileManager.default.removeItem(atPath: marker)
+        options.retries = 1
+        let retried = SuiteRunner(implementation: impl, info: info, options: options, jobs: 1, repeats: 1).run(s)
+        #expect(retried.outcome == .pass, "\(retried.messages)")
+        #expect(retried.failedAttempts.count == 1)
+        #expect(retried.label == "pass · retried")
+        #expect(retried.messages.contains { $0.hasPrefix("attempt 1 failed:") })
+    }
+
     static let orphanPasses = """
         id: fake.orphan-passes
         description: the fake forks one worker that outlives it

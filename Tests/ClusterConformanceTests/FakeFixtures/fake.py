@@ -15,6 +15,7 @@ Usage: fake.py MODE
   badpart       writes a part line whose data is not base64
   cutpart       writes the first part of a framed event, then exits
   badhttp       'listen' kind http: a server that answers requests with a malformed HTTP response
+  flaky MARKER  crashes before the handshake the first time (creating MARKER), then answers like good
 """
 import base64
 import socket
@@ -52,6 +53,13 @@ if mode == "emit-worker":
     # A child of bigevents: writes the message read from stdin back as worker N's event.
     emit({"ev": "message", "at": "worker", "worker": int(sys.argv[2]), "message": json.loads(sys.stdin.read())})
     sys.exit(0)
+
+if mode == "flaky":
+    # Crashes the first time it runs with this marker file, then behaves (the marker is argv[2]).
+    if not os.path.exists(sys.argv[2]):
+        open(sys.argv[2], "w").close()
+        sys.exit(3)
+    mode = "good"
 
 if mode == "crash":
     sys.stderr.write("fake: crashing on purpose\n")
