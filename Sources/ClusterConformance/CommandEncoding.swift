@@ -1,7 +1,7 @@
 import ClusterSpec
 
 /// One command of the fixture protocol (`fixtures/PROTOCOL.md` §3), before it gets its sequence number.
-struct WireCommand: Equatable {
+struct WireCommand {
     /// Who executes it: the primary (stdin) or a worker (its control connection).
     enum Recipient: Equatable {
         case primary
@@ -16,11 +16,6 @@ struct WireCommand: Equatable {
     var fields: [(String, JSONValue)]
     /// Whether the fixture answers it with an `ack` (`exit` is not answered).
     var acknowledged = true
-
-    static func == (a: WireCommand, b: WireCommand) -> Bool {
-        a.recipient == b.recipient && a.name == b.name && a.acknowledged == b.acknowledged
-            && JSONValue.object(JSONObject(a.fields)) == JSONValue.object(JSONObject(b.fields))
-    }
 
     /// The command line as sent.
     func json(seq: Int) -> JSONObject {

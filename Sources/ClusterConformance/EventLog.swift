@@ -65,13 +65,6 @@ final class EventLog: @unchecked Sendable {
         return events
     }
 
-    /// Runs `body` under the log's lock.
-    func withLock<R>(_ body: () -> R) -> R {
-        condition.lock()
-        defer { condition.unlock() }
-        return body()
-    }
-
     /// Waits until `check` returns a value, the deadline passes (nil), or a violation is recorded (nil).
     ///
     /// `check` is called under the lock with the events appended since its previous call, so that waiting

@@ -21,13 +21,16 @@ extension SpecRun {
         }
     }
 
-    /// Sends a command to the primary (`worker` nil) or a worker, and waits for its ack unless `ack` is false.
+    /// Sends a command to its recipient (the primary on stdin, a worker on its control connection) and waits
+    /// for its ack unless the command is not acknowledged (`exit`).
     @discardableResult
-    func command(_ worker: Int?, _ name: String, _ fields: [(String, JSONValue)], step: Step, ack: Bool = true) throws -> Event? {
+    func command(_ wire: WireCommand, step: Step) throws -> Event? {
+        let name = wire.name, ack = wire.acknowledged
+        let worker: Int? = if case .worker(let w) = wire.recipient { w } else { nil }
         seq += 1
         let n = seq
         acks.withLock { $0[n] = name }
-        let command = JSONObject([("cmd", .string(name)), ("seq", .number(Double(n)))] + fields)
+        let command = wire.json(seq: n)
         if let worker {
             guard let control else { throw StepFailure(outcome: .error, message: "no control server") }
             guard let fd = control.connection(for: worker, until: deadline) else {

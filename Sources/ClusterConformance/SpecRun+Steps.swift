@@ -52,8 +52,7 @@ extension SpecRun {
         if case .listen(_, let server, let target, _, _, _) = step.kind { servers[server] = target.transport }
         if let commands = CommandEncoding.commands(for: step.kind, workers: workerIDs, resolve: resolve) {
             for c in commands {
-                let worker: Int? = if case .worker(let w) = c.recipient { w } else { nil }
-                let ack = try command(worker, c.name, c.fields, step: step, ack: c.acknowledged)
+                let ack = try command(c, step: step)
                 if c.name == "fork", let id = ack?["result"]?["worker"]?.intValue { forked.append(id) }
             }
             return
