@@ -1,6 +1,5 @@
 import CSupport
 import ClusterJSON
-import Foundation
 import SystemSupport
 
 #if canImport(Glibc)

@@ -1,5 +1,4 @@
 import ClusterJSON
-import Foundation
 import SystemSupport
 
 #if canImport(Glibc)
@@ -261,11 +260,11 @@ public enum ClusterRole {
 }
 
 /// Entry point: decides the process's role once, from the environment (Node's `cluster.isPrimary`).
-public enum Cluster {
+public enum ClusterRuntime {
     nonisolated(unsafe) private static var role: ClusterRole?
 
     /// Whether this process was started as a worker (`cluster.isWorker`), known before `start(on:)`.
-    public static let isWorker: Bool = ProcessInfo.processInfo.environment[ClusterEnvironment.workerID] != nil
+    public static let isWorker: Bool = environmentValue(ClusterEnvironment.workerID) != nil
 
     /// `cluster.isPrimary`.
     public static var isPrimary: Bool { !isWorker }
@@ -275,7 +274,7 @@ public enum Cluster {
     /// environment (so the worker's own children are not workers). Call it once, on the loop's thread.
     public static func start(on loop: EventLoop) -> ClusterRole {
         if let role { return role }
-        let env = ProcessInfo.processInfo.environment
+        let env = processEnvironment()
         let r: ClusterRole
         if let text = env[ClusterEnvironment.workerID], let id = Int(text) {
             unsetenv(ClusterEnvironment.workerID)

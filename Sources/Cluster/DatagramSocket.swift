@@ -1,5 +1,4 @@
 import ClusterJSON
-import Foundation
 import SystemSupport
 
 #if canImport(Glibc)

@@ -1,5 +1,4 @@
 import CSupport
-import Foundation
 import Synchronization
 
 #if canImport(Glibc)

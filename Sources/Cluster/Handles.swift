@@ -1,5 +1,4 @@
 import ClusterJSON
-import Foundation
 import SystemSupport
 
 #if canImport(Glibc)
@@ -11,7 +10,7 @@ extension ServerRequest {
     /// that a path too long for `sun_path` still binds when its relative form fits (Node's rule).
     var bindPath: String {
         guard let path = address else { return "" }
-        let cwd = FileManager.default.currentDirectoryPath
+        guard let cwd = currentDirectory() else { return path }
         if path.hasPrefix(cwd + "/") {
             let relative = String(path.dropFirst(cwd.count + 1))
             if relative.utf8.count < path.utf8.count { return relative }
@@ -36,15 +35,22 @@ func sockname(of fd: Int32) -> JSONValue? {
                                ("port", .number(Double(a.port)))]))
 }
 
-/// Set `SWIFT_CLUSTER_TRACE=1` to log hand-offs and acknowledgements to stderr.
-let traceFD: Int32 = ProcessInfo.processInfo.environment["SWIFT_CLUSTER_TRACE"].map { open($0, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644) } ?? -1
+/// Set `SWIFT_CLUSTER_TRACE` to a file path to append a log of hand-offs, acknowledgements and channel
+/// trouble to that file (a diagnostic of this library; Node has no counterpart).
+let traceFD: Int32 = environmentValue("SWIFT_CLUSTER_TRACE").map { open($0, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644) } ?? -1
 var traceHandoffs: Bool { traceFD >= 0 }
+
+/// `value` in decimal, zero-padded on the left to `width` digits.
+private func zeroPadded(_ value: Int, width: Int) -> String {
+    let digits = String(value)
+    return String(repeating: "0", count: max(0, width - digits.count)) + digits
+}
 
 func trace(_ text: @autoclosure () -> String) {
     guard traceHandoffs else { return }
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
-    let line = "[cluster \(getpid()) \(ts.tv_sec % 1000).\(String(format: "%06d", ts.tv_nsec / 1000))] \(text())\n"
+    let line = "[cluster \(getpid()) \(ts.tv_sec % 1000).\(zeroPadded(ts.tv_nsec / 1000, width: 6))] \(text())\n"
     _ = line.withCString { write(traceFD, $0, strlen($0)) }
 }
 

@@ -1,6 +1,5 @@
 import CSupport
 import ClusterJSON
-import Foundation
 import SystemSupport
 
 #if canImport(Glibc)
@@ -30,7 +29,7 @@ public final class Primary {
     /// A primary on `loop`. The policy comes from `NODE_CLUSTER_SCHED_POLICY` (`rr`, `none`; anything
     /// else is ignored), else the platform default: `none` on Windows (or `SWIFT_CLUSTER_PLATFORM=win32`),
     /// `rr` elsewhere.
-    public init(loop: EventLoop, environment: [String: String] = ProcessInfo.processInfo.environment) {
+    public init(loop: EventLoop, environment: [String: String] = processEnvironment()) {
         self.loop = loop
         self.environment = environment
         schedulingPolicy = Primary.defaultPolicy(environment)
@@ -93,7 +92,7 @@ public final class Primary {
 
     /// The resolved path of the running executable (`/proc/self/exe`).
     public static func currentExecutable() -> String {
-        URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        symbolicLinkTarget("/proc/self/exe") ?? CommandLine.arguments[0]
     }
 
     /// `cluster.fork(env)`: spawns a worker running the configured executable, with `env` over the
@@ -107,7 +106,7 @@ public final class Primary {
         let s = settings!
         let id = nextID
         nextID += 1
-        var childEnv = ProcessInfo.processInfo.environment
+        var childEnv = processEnvironment()
         for (k, v) in env { childEnv[k] = v }
         childEnv[ClusterEnvironment.workerID] = String(id)
 
@@ -311,7 +310,7 @@ public final class Worker {
     /// process object does), so its exit is always collected.
     private var untilExit: Worker?
     /// How the process ended, once it did.
-    public private(set) var termination: (code: Int?, signal: String?)?
+    public private(set) var termination: (code: Int?, signal: Signal?)?
     /// Round-robin hand-offs sent to this worker and not answered yet, by the number the worker echoes
     /// back: the handle and its hand-off id.
     private var unanswered: [Int: (handle: RoundRobinHandle, id: Int)] = [:]
@@ -405,9 +404,9 @@ public final class Worker {
     }
 
     /// `worker.kill(signal)` (also `destroy`): sends the signal (default SIGTERM) at once, as Node 20 does.
-    public func kill(_ signal: Int32 = SIGTERM) {
+    public func kill(_ signal: Signal = .terminate) {
         // pid 0 (a worker that never started) would signal this process's whole group.
-        if termination == nil && pid > 0 { Glibc.kill(pid, signal) }
+        if termination == nil && pid > 0 { Glibc.kill(pid, signal.rawValue) }
     }
 
     /// Records that hand-off `id` of `handle` is on its way to this worker; returns the number the
@@ -451,11 +450,11 @@ public final class Worker {
         if csupport_wifexited(status) != 0 {
             finish(code: Int(csupport_wexitstatus(status)), signal: nil)
         } else if csupport_wifsignaled(status) != 0 {
-            finish(code: nil, signal: Signals.name(csupport_wtermsig(status)))
+            finish(code: nil, signal: Signal(rawValue: csupport_wtermsig(status)))
         }
     }
 
-    private func finish(code: Int?, signal: String?) {
+    private func finish(code: Int?, signal: Signal?) {
         exitWatcher?.cancel()
         exitWatcher = nil
         close(pidfd)

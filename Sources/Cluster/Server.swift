@@ -1,5 +1,4 @@
 import ClusterJSON
-import Foundation
 import SystemSupport
 
 #if canImport(Glibc)
@@ -174,7 +173,7 @@ public final class Server {
                                   message: "can not set readableAll or writableAll to true when path is abstract unix socket"))
                 return
             }
-            let absolute = URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL.path
+            let absolute = absolutePath(path)
             if let cluster, !exclusive {
                 var query = ServerRequest(address: absolute, port: -1, addressType: .unix, fd: nil, backlog: backlog)
                 query.readableAll = readableAll

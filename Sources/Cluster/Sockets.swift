@@ -1,5 +1,4 @@
 import CSupport
-import Foundation
 import SystemSupport
 
 #if canImport(Glibc)

@@ -58,7 +58,7 @@ final class FixtureCluster {
     }
 
     deinit {
-        for w in workers.values where !w.isDead { w.kill(SIGKILL) }
+        for w in workers.values where !w.isDead { w.kill(.kill) }
         // Reap what was killed, so no zombie outlives the test.
         _ = loop.run(until: { [workers] in workers.values.allSatisfy(\.isDead) }, deadline: .now + .seconds(10))
         acceptWatcher?.cancel()
@@ -171,8 +171,8 @@ final class FixtureCluster {
     }
 
     /// Waits for worker `id`'s exit and returns its code and signal.
-    func exit(of id: Int, sourceLocation: SourceLocation = #_sourceLocation) -> (code: Int?, signal: String?)? {
-        waitForClusterEvent("the exit of worker \(id)", sourceLocation: sourceLocation) { e -> (code: Int?, signal: String?)? in
+    func exit(of id: Int, sourceLocation: SourceLocation = #_sourceLocation) -> (code: Int?, signal: Signal?)? {
+        waitForClusterEvent("the exit of worker \(id)", sourceLocation: sourceLocation) { e -> (code: Int?, signal: Signal?)? in
             if case .exit(let w, let code, let signal) = e, w.id == id { return (code, signal) }
             return nil
         }

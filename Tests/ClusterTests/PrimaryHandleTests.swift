@@ -73,7 +73,7 @@ struct PrimaryHandleTests {
         c.waitForEvent("the worker's listening") { $0["ev"] == "listening" && $0["server"] == "s" }
         let created = 0o777 & ~(try currentUmask())
         #expect(mode(path) == (policy == .roundRobin ? created | 0o666 : created))
-        w.kill(SIGKILL)
+        w.kill(.kill)
         _ = c.exit(of: w.id)
     }
 
@@ -92,15 +92,15 @@ struct PrimaryHandleTests {
 
         let first = try Client(port: port, loop: c.loop)
         c.waitUntil("the hand-off to the blocked worker") { w1.unansweredHandoffs == 1 }
-        w1.kill(SIGKILL)
-        #expect(c.exit(of: w1.id)?.signal == "SIGKILL")
+        w1.kill(.kill)
+        #expect(c.exit(of: w1.id)?.signal == .kill)
         c.waitUntil("the end of the abandoned connection") { first.ended }
         #expect(first.text == "", "nobody served the abandoned connection")
 
         let second = try Client(port: port, loop: c.loop)
         c.waitUntil("worker 2's greeting") { second.text.hasSuffix("\n") }
         #expect(second.text == "{\"worker\":\(w2.id),\"server\":\"s\"}\n")
-        w2.kill(SIGKILL)
+        w2.kill(.kill)
         _ = c.exit(of: w2.id)
     }
 }
