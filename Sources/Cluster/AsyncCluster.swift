@@ -292,10 +292,14 @@ public final class AsyncConnection: Sendable {
                 }
                 if let r = attempt() { k.resume(returning: r); return }
                 var watcher: Watcher?
-                watcher = c.loop.watch(c.value.fd) {
-                    guard let r = attempt() else { return }
-                    watcher?.cancel()
-                    k.resume(returning: r)
+                do throws(ClusterError) {
+                    watcher = try c.loop.watch(c.value.fd) {
+                        guard let r = attempt() else { return }
+                        watcher?.cancel()
+                        k.resume(returning: r)
+                    }
+                } catch {
+                    k.resume(returning: .failure(error))
                 }
             }
         }

@@ -60,7 +60,8 @@ func trace(_ text: @autoclosure () -> String) {
 /// `RoundRobinQueue`; this is its sockets.
 final class RoundRobinHandle: ServerHandle {
     let key: String
-    private unowned let primary: Primary
+    // Strong: the primary's table holds the handle until its last worker leaves, which ends the cycle.
+    private let primary: Primary
     private var listenFD: Int32 = -1
     private var watcher: Watcher?
     private var unixPath: String?
@@ -81,8 +82,12 @@ final class RoundRobinHandle: ServerHandle {
                                            readableAll: request.readableAll, writableAll: request.writableAll)
         case .descriptor:
             if let fd = request.fd, Sockets.type(of: fd) == Int32(SOCK_STREAM.rawValue) {
-                Sockets.setNonBlocking(fd)
-                result = listen(fd, request.backlog) == 0 ? .success(fd) : .failure(ClusterError(errno: errno, syscall: "listen"))
+                do throws(ClusterError) {
+                    try Sockets.setNonBlocking(fd)
+                    result = listen(fd, request.backlog) == 0 ? .success(fd) : .failure(ClusterError(errno: errno, syscall: "listen"))
+                } catch {
+                    result = .failure(error)
+                }
             } else {
                 result = .failure(ClusterError(code: "EINVAL", errno: EINVAL, syscall: "listen", message: "descriptor \(request.fd ?? -1) is not a stream socket"))
             }
@@ -91,8 +96,14 @@ final class RoundRobinHandle: ServerHandle {
         }
         switch result {
         case .success(let fd):
-            listenFD = fd
-            watcher = primary.loop.watch(fd, lastInBatch: true) { [unowned self] in acceptOne() }
+            do throws(ClusterError) {
+                watcher = try primary.loop.watch(fd, lastInBatch: true) { [weak self] in self?.acceptOne() }
+                listenFD = fd
+            } catch {
+                close(fd)
+                if let unixPath { unlink(unixPath) }
+                bindError = error
+            }
         case .failure(let e):
             bindError = e
         }

@@ -174,10 +174,24 @@ public final class Primary {
             loop.nextTick { [self] in emit(.fork(worker)) }
             return worker
         }
+        // The exit is watched through a pidfd. Without one the primary could never report the worker's 'exit',
+        // so a worker that cannot be watched is not kept: it is killed and reaped, and fork() throws.
+        let pidfd = csupport_pidfd_open(pid)
+        var exitWatcher: Watcher?
+        do throws(ClusterError) {
+            guard pidfd >= 0 else { throw ClusterError(errno: errno, syscall: "pidfd_open") }
+            exitWatcher = try loop.watch(pidfd) {}
+        } catch {
+            if pidfd >= 0 { close(pidfd) }
+            Glibc.kill(pid, SIGKILL)
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            throw error
+        }
         keep = true
         let worker = Worker(id: id, pid: pid, primary: self, channel: Channel(fd: channelFD, loop: loop), stdio: parentEnds)
         workers[id] = worker
-        worker.start()
+        worker.start(pidfd: pidfd, exitWatcher: exitWatcher!)
         loop.nextTick { [self] in emit(.fork(worker)) }
         return worker
     }
@@ -302,7 +316,9 @@ public final class Worker {
     /// The primary's end of the worker's stderr when it is a pipe (`silent`): `stdio[2]`.
     public var standardError: Int32? { stdio.count > 2 ? stdio[2] : nil }
     let channel: Channel
-    unowned let primary: Primary
+    // Strong: a worker keeps its primary while it runs (the primary's table and `untilExit` end the cycle at
+    // the worker's exit).
+    let primary: Primary
     private var handlers: [(WorkerEvent) -> Void] = []
     private var exitWatcher: Watcher?
     private var pidfd: Int32 = -1
@@ -324,7 +340,8 @@ public final class Worker {
         self.stdio = stdio
     }
 
-    func start() {
+    /// Wires the channel and the exit watcher (a watcher of `pidfd`, registered by `fork()`).
+    func start(pidfd: Int32, exitWatcher: Watcher) {
         untilExit = self
         channel.onFrame = { [weak self] kind, value, fds in
             guard let self else { fds.forEach { close($0) }; return }
@@ -340,10 +357,9 @@ public final class Worker {
         }
         channel.onError = { [weak self] error in self?.emit(.error(error)) }
         channel.onClose = { [weak self] in self?.channelClosed() }
-        pidfd = csupport_pidfd_open(pid)
-        if pidfd >= 0 {
-            exitWatcher = primary.loop.watch(pidfd) { [weak self] in self?.reap() }
-        }
+        self.pidfd = pidfd
+        self.exitWatcher = exitWatcher
+        exitWatcher.onReadable = { [weak self] in self?.reap() }
     }
 
     /// A worker whose process could not be started: 'error' on the next tick, after which it is dead;

@@ -62,6 +62,9 @@ public final class Server {
     private var closeCallbacks: [(ClusterError?) -> Void] = []
     private var referenced = true
     private var retainsLoop = false
+    /// A server keeps itself from listen() until it has closed, whoever else holds it: a listening server
+    /// serves, and keeps the process alive, until it is closed (Node's semantics).
+    private var untilClosed: Server?
 
     /// A server on `loop`; `cluster` is this process's worker runtime when it is a worker.
     public init(loop: EventLoop, cluster: ClusterWorker? = nil) {
@@ -72,7 +75,7 @@ public final class Server {
     /// Whether the server is listening.
     public var isListening: Bool { mode == .listening }
 
-    // A server dropped while listening stops listening: nothing keeps watching a socket nobody serves.
+    // Reached only when idle or closed (a listening server holds itself); releases whatever is left.
     deinit {
         watcher?.cancel()
         if listenFD >= 0 { Glibc.close(listenFD) }
@@ -131,19 +134,20 @@ public final class Server {
             return
         }
         mode = .pending
+        untilClosed = self
         roundRobinAddress = nil
         switch target {
         case .handle(let fd):
-            Sockets.setNonBlocking(fd)
+            do throws(ClusterError) { try Sockets.setNonBlocking(fd) } catch { fail(error); return }
             if Glibc.listen(fd, backlog) != 0 { fail(ClusterError(errno: errno, syscall: "listen")); return }
-            listening(on: fd)
+            listening(on: fd, owned: false)
         case .fd(let fd):
             if let cluster {
                 listenThroughPrimary(cluster, ServerRequest(address: nil, port: 0, addressType: .descriptor, fd: fd, backlog: backlog), requestedPort: 0)
             } else {
-                Sockets.setNonBlocking(fd)
+                do throws(ClusterError) { try Sockets.setNonBlocking(fd) } catch { fail(error); return }
                 if Glibc.listen(fd, backlog) != 0 { fail(ClusterError(errno: errno, syscall: "listen")); return }
-                listening(on: fd)
+                listening(on: fd, owned: false)
             }
         case .tcp(let host, let port, let ipv6Only):
             var resolved: (address: String, family: Int)?
@@ -193,13 +197,26 @@ public final class Server {
 
     private func fail(_ error: ClusterError) {
         mode = .idle
+        // The strong capture keeps the server until its 'error' is delivered.
+        untilClosed = nil
         loop.nextTick { [self] in onError(error) }
     }
 
-    private func listening(on fd: Int32, then report: (() -> Void)? = nil) {
+    /// Starts accepting on `fd`; a socket the server made itself (`owned`) is closed if that fails.
+    private func listening(on fd: Int32, owned: Bool = true, then report: (() -> Void)? = nil) {
+        do throws(ClusterError) {
+            watcher = try loop.watch(fd, referenced: referenced) { [weak self] in self?.acceptAll() }
+        } catch {
+            if owned { Glibc.close(fd) }
+            if let unlinkPath { unlink(unlinkPath) }
+            unlinkPath = nil
+            if let (key, ticket) = clustered { cluster?.released(key: key, ticket: ticket) }
+            clustered = nil
+            fail(error)
+            return
+        }
         listenFD = fd
         mode = .listening
-        watcher = loop.watch(fd, referenced: referenced) { [weak self] in self?.acceptAll() }
         loop.nextTick { [self] in
             guard mode == .listening else { return }
             onListening()
@@ -250,7 +267,10 @@ public final class Server {
                                       message: "bind EADDRINUSE \(query.address ?? "null"):\(requestedPort)"))
                     return
                 }
-                Sockets.setNonBlocking(fd)
+                do throws(ClusterError) { try Sockets.setNonBlocking(fd) } catch {
+                    fail(error)
+                    return
+                }
                 if Glibc.listen(fd, query.backlog) != 0 {
                     fail(ClusterError(errno: errno, syscall: "listen"))
                     return
@@ -271,7 +291,11 @@ public final class Server {
     private var atLimit: Bool { (maxConnections ?? 0) > 0 && connectionCount >= maxConnections! }
 
     func adopt(connection fd: Int32) {
-        Sockets.setNonBlocking(fd)
+        // A descriptor that arrived broken is dropped; the client sees its connection closed.
+        do throws(ClusterError) { try Sockets.setNonBlocking(fd) } catch {
+            Glibc.close(fd)
+            return
+        }
         connectionCount += 1
         onConnection(Connection(fd: fd, server: self))
     }
@@ -320,6 +344,7 @@ public final class Server {
 
     private func finishClose() {
         mode = .closed
+        untilClosed = nil
         let callbacks = closeCallbacks
         closeCallbacks.removeAll()
         loop.nextTick { [self] in
@@ -347,9 +372,10 @@ public final class Connection {
     /// A connection for a connected socket this process owns, such as one received with a message
     /// (`ReceivedHandle.take()`); it becomes non-blocking and belongs to no server (Node:
     /// `new net.Socket({fd})`).
-    public init(adopting fd: Int32) {
+    /// - Throws: `EBADF` when `fd` is not an open descriptor (it is then not owned).
+    public init(adopting fd: Int32) throws(ClusterError) {
+        try Sockets.setNonBlocking(fd)
         self.fd = fd
-        Sockets.setNonBlocking(fd)
     }
 
     // A connection nobody holds any more is closed, so its descriptor never leaks.

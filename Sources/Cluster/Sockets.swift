@@ -46,9 +46,22 @@ enum Sockets {
         return nil
     }
 
-    static func setNonBlocking(_ fd: Int32) {
+    /// Makes `fd` non-blocking (`EBADF` for a descriptor that is not open).
+    static func setNonBlocking(_ fd: Int32) throws(ClusterError) {
         let flags = fcntl(fd, F_GETFL)
-        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+        guard flags >= 0 else { throw ClusterError(errno: errno, syscall: "fcntl") }
+        if flags & O_NONBLOCK == 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 {
+            throw ClusterError(errno: errno, syscall: "fcntl")
+        }
+    }
+
+    /// `setsockopt` of an `Int32` option; the errno on failure.
+    static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) -> ClusterError? {
+        var v = value
+        guard setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+            return ClusterError(errno: errno, syscall: "setsockopt")
+        }
+        return nil
     }
 
     /// A TCP or UDP socket bound to `host:port` (not listening). `deferAddressInUse` mirrors libuv's TCP
@@ -61,14 +74,14 @@ enum Sockets {
         let type = (udp ? Int32(SOCK_DGRAM.rawValue) : Int32(SOCK_STREAM.rawValue)) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
         let fd = socket(address.family, type, 0)
         guard fd >= 0 else { return .failure(ClusterError(errno: errno, syscall: "socket")) }
-        var one: Int32 = 1
-        if !udp || reuseAddress {
-            // TCP servers reuse TIME_WAIT addresses as libuv does; UDP only when asked (reuseAddr).
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        // TCP servers reuse TIME_WAIT addresses as libuv does; UDP only when asked (reuseAddr).
+        var optionError = !udp || reuseAddress ? setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1) : nil
+        if optionError == nil, address.family == AF_INET6 {
+            optionError = setOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, ipv6Only ? 1 : 0)
         }
-        if address.family == AF_INET6 {
-            var v6only: Int32 = ipv6Only ? 1 : 0
-            setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &v6only, socklen_t(MemoryLayout<Int32>.size))
+        if let optionError {
+            close(fd)
+            return .failure(optionError)
         }
         if address.withSockaddr({ bind(fd, $0, $1) }) != 0 {
             let e = errno
