@@ -170,13 +170,21 @@ final class RoundRobinHandle: ServerHandle {
         send(ack.next)
     }
 
-    /// The worker's channel closed before it answered hand-off `id`. Node keeps such a connection open
-    /// for as long as the primary lives, though no worker will ever serve it; here it is closed, so the
-    /// client sees the end and the descriptor is not held for nothing.
+    /// The worker's channel closed before it answered hand-off `id` (it died, say). Node keeps such a
+    /// connection open for as long as the primary lives, though no worker will ever serve it; here it goes
+    /// to another worker, as a refused one does, or is closed when none is left, so no client waits for
+    /// nothing.
     func abandoned(_ id: Int) {
-        guard let connection = queue.abandon(id) else { return }
-        trace("hand-off \(id) abandoned: its worker's channel closed")
-        close(connection)
+        switch queue.abandon(id) {
+        case .requeued(let handoff)?:
+            trace("hand-off \(id) abandoned by its worker: offered again")
+            send(handoff)
+        case .dropped(let connection)?:
+            trace("hand-off \(id) abandoned, and no worker is left: closed")
+            close(connection)
+        case nil:
+            break
+        }
     }
 }
 
