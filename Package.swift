@@ -76,7 +76,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterSpecTests",
-            dependencies: ["ClusterSpec"],
+            dependencies: ["ClusterSpec", "ClusterJSON"],
             exclude: ["LintCases", "Coverage"]
         ),
         .testTarget(
