@@ -77,7 +77,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterSpecTests",
-            dependencies: ["ClusterSpec"],
+            dependencies: ["ClusterSpec", "ClusterJSON"],
             exclude: ["LintCases", "Coverage"]
         ),
         .testTarget(
