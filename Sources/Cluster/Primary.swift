@@ -397,6 +397,14 @@ public final class Worker {
         channel.sendUser(message) { [weak self] in self?.emit(.error($0)) }
     }
 
+    /// `worker.send(message)` of a `Codable` value, encoded as JSON (decode what arrives with
+    /// `JSONValue.decode(_:)`); false, with an `'error'` to follow, when it cannot be sent.
+    /// - Throws: the value's encoding error (a NaN, an integer beyond 2^53); nothing is sent then.
+    @discardableResult
+    public func send<Message: Encodable>(encoding message: Message) throws -> Bool {
+        send(try JSONValue(encoding: message))
+    }
+
     /// `worker.send(message, sendHandle)`: sends a handle with the message (its descriptor by SCM_RIGHTS).
     /// A sent server keeps listening here; a sent connection is closed here unless `keepOpen`. Returns
     /// false, with an `'error'` event to follow, when the message cannot be sent (the handle then stays
