@@ -107,8 +107,9 @@ public final class Server {
 
     private func applyReference() {
         if let watcher { referenced ? watcher.ref() : watcher.unref() }
-        // A round-robin server has nothing to watch: it holds the loop while it listens and is referenced.
-        let hold = referenced && mode == .listening && clustered != nil && listenFD < 0
+        // A server without a watcher (round-robin in a worker, or one whose socket was handed off) holds the
+        // loop while it listens and is referenced.
+        let hold = referenced && mode == .listening && watcher == nil
         guard hold != retainsLoop else { return }
         retainsLoop = hold
         if hold { loop.retain() } else { loop.release() }
@@ -279,6 +280,25 @@ public final class Server {
                 listening(on: fd) { cluster.reportListening(ticket, port: port) }
             }
         }
+    }
+
+    /// Hands the listening socket to other code that accepts on it itself — SwiftNIO's
+    /// `ServerBootstrap.withBoundSocket`, say — as a duplicate the caller owns and closes. From then on this
+    /// server accepts nothing, but it still listens as far as the cluster is concerned (it keeps its place
+    /// in the primary's shared handle and keeps the loop alive) until `close()` or the worker's
+    /// disconnect; close the caller's socket then too. Node has no counterpart (its handle stays with
+    /// libuv).
+    /// - Returns: nil when this process has no listening socket to give: not listening, or a round-robin
+    ///   server in a worker, whose primary accepts (hand its connections off instead).
+    /// - Throws: the errno of duplicating the socket (`EMFILE`).
+    public func handOffListeningSocket() throws(ClusterError) -> Int32? {
+        guard mode == .listening, listenFD >= 0, let watcher else { return nil }
+        let copy = fcntl(listenFD, F_DUPFD_CLOEXEC, 0)
+        guard copy >= 0 else { throw ClusterError(errno: errno, syscall: "dup") }
+        watcher.cancel()
+        self.watcher = nil
+        applyReference()
+        return copy
     }
 
     // MARK: - Connections
