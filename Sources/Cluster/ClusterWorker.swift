@@ -18,6 +18,13 @@ public enum WorkerProcessEvent {
 
 /// The worker process's side of the cluster (Node's `cluster.worker` inside a worker): talks to the
 /// primary over the inherited channel, obtains servers from it, and follows its disconnect requests.
+///
+/// It ends the process itself in exactly two cases, both Node's documented behaviour, through
+/// `ProcessExit.exit(0)` (so `ProcessExit.onExit` hooks run): when the channel closes and the worker did
+/// not ask for it ("Workers will call `process.exit(0)` if the 'disconnect' event occurs on `process` and
+/// `.exitedAfterDisconnect` is not true", cluster.md, `worker.process`) — the primary died, say — and
+/// after `kill()` ("In the worker, it does it by killing the process", cluster.md, `worker.kill()`; Node 20
+/// exits with code 0). Nothing else in the library exits.
 public final class ClusterWorker {
     /// `cluster.worker.id`, the id the primary gave this worker.
     public let id: Int
@@ -99,7 +106,7 @@ public final class ClusterWorker {
     }
 
     /// `cluster.worker.kill()` / `destroy()` inside a worker: tells the primary the exit is voluntary,
-    /// disconnects and exits with code 0 (any signal argument is ignored, as in Node).
+    /// disconnects and ends the process with code 0 (any signal argument is ignored, as in Node 20).
     public func kill() {
         guard state != .destroying else { return }
         exitedAfterDisconnect = true
@@ -158,7 +165,8 @@ public final class ClusterWorker {
 
     private func channelClosed() {
         handlers.forEach { $0(.disconnect) }
-        // An unexpected loss of the channel (the primary died) ends the worker with code 0.
+        // An unexpected loss of the channel (the primary died) ends the worker with code 0 (Node's documented
+        // rule, see the type's comment).
         if exitWhenDisconnected || exitedAfterDisconnect != true { ProcessExit.exit(0) }
     }
 
