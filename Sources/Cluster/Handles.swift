@@ -99,6 +99,7 @@ final class RoundRobinHandle: ServerHandle {
             do throws(ClusterError) {
                 watcher = try primary.loop.watch(fd, lastInBatch: true) { [weak self] in self?.acceptOne() }
                 listenFD = fd
+                Sockets.keepReserve()
             } catch {
                 close(fd)
                 if let unixPath { unlink(unixPath) }
@@ -140,7 +141,10 @@ final class RoundRobinHandle: ServerHandle {
     private func acceptOne() {
         switch Sockets.accept(listenFD) {
         case .success(let fd)?: send(queue.distribute(fd))
-        case .failure?, nil: break  // EAGAIN, or an accept error (EMFILE, ECONNABORTED): skipped
+        case .failure(let error)?:
+            // Nobody to tell: Node's round-robin handle drops an accept error too.
+            trace("accept on \(key) failed: \(error)")
+        case nil: break
         }
     }
 

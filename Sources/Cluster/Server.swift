@@ -218,6 +218,7 @@ public final class Server {
         }
         listenFD = fd
         mode = .listening
+        Sockets.keepReserve()
         loop.nextTick { [self] in
             guard mode == .listening else { return }
             onListening()
@@ -322,7 +323,11 @@ public final class Server {
 
     private func acceptAll() {
         while mode == .listening, let result = Sockets.accept(listenFD) {
-            guard case .success(let fd) = result else { return }
+            guard case .success(let fd) = result else {
+                // Node's net.Server emits an accept error as 'error' and goes on listening.
+                if case .failure(let error) = result { onError(error) }
+                return
+            }
             // Over the limit, a server that accepts itself drops the connection ('drop').
             if atLimit { Glibc.close(fd); continue }
             connectionCount += 1

@@ -1,4 +1,5 @@
 import CSupport
+import Synchronization
 import SystemSupport
 
 #if canImport(Glibc)
@@ -177,11 +178,46 @@ enum Sockets {
     }
 
     /// Accepts one connection, non-blocking and close-on-exec; nil when none is pending.
+    /// - Returns: the connection; nil when none is waiting; the errno of `accept4` otherwise. Out of
+    ///   descriptors (`EMFILE`, `ENFILE`), the waiting connections are taken with the descriptor held in
+    ///   reserve and closed at once (libuv's `uv__emfile_trick`, so Node reports nothing either): their
+    ///   clients see the connection end instead of waiting in the backlog, and the listener, whose
+    ///   readiness is level-triggered, does not keep the loop spinning. Only without a reserve is the
+    ///   error returned.
     static func accept(_ fd: Int32) -> Result<Int32, ClusterError>? {
         let c = csupport_accept(fd, 1)
         if c >= 0 { return .success(c) }
-        if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return nil }
-        return .failure(ClusterError(errno: errno, syscall: "accept"))
+        let e = errno
+        if e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ECONNABORTED { return nil }
+        if (e == EMFILE || e == ENFILE) && shedWithReserve(fd) { return nil }
+        return .failure(ClusterError(errno: e, syscall: "accept"))
+    }
+
+    /// A descriptor kept open so that one connection can still be accepted (and closed) when the process
+    /// has no descriptor left; -1 until the first listen, or while it cannot be reopened.
+    private static let reserve = Atomic<Int32>(-1)
+
+    /// Opens the reserve descriptor if it is not open (every listen calls this, so it exists before the
+    /// descriptors run out).
+    static func keepReserve() {
+        guard reserve.load(ordering: .relaxed) < 0 else { return }
+        let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        if !reserve.compareExchange(expected: -1, desired: fd, ordering: .relaxed).exchanged { Glibc.close(fd) }
+    }
+
+    /// Accepts and closes the connections waiting on `fd`, using the reserve descriptor; false without one.
+    private static func shedWithReserve(_ fd: Int32) -> Bool {
+        let spare = reserve.exchange(-1, ordering: .relaxed)
+        guard spare >= 0 else { return false }
+        Glibc.close(spare)
+        while true {
+            let c = csupport_accept(fd, 1)
+            guard c >= 0 else { break }
+            Glibc.close(c)
+        }
+        keepReserve()
+        return true
     }
 }
 

@@ -1,3 +1,4 @@
+import CSupport
 import ClusterJSON
 import Foundation
 import Testing
@@ -102,5 +103,50 @@ struct PrimaryHandleTests {
         #expect(second.text == "{\"worker\":\(w2.id),\"server\":\"s\"}\n")
         w2.kill(.kill)
         _ = c.exit(of: w2.id)
+    }
+}
+
+/// System calls that fail under a running cluster.
+@Suite("Failing system calls")
+struct FailingSyscallTests {
+    /// The lowest descriptor number process `pid` does not have open.
+    func lowestFreeDescriptor(of pid: pid_t) -> Int {
+        var open = Set<Int>()
+        if let dir = opendir("/proc/\(pid)/fd") {
+            while let entry = readdir(dir) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if let n = Int(name) { open.insert(n) }
+            }
+            closedir(dir)
+        }
+        return (0...).first { !open.contains($0) }!
+    }
+
+    /// Sets process `pid`'s soft limit of descriptors; returns the old soft limit.
+    @discardableResult
+    func setDescriptorLimit(of pid: pid_t, soft: Int) -> Int? {
+        var old: UInt = 0
+        return csupport_set_descriptor_limit(pid, UInt(soft), &old) == 0 ? Int(old) : nil
+    }
+
+    @Test("a worker out of descriptors closes the connections it cannot take (libuv's EMFILE trick) instead of leaving them waiting, and serves again once it can")
+    func acceptOutOfDescriptors() throws {
+        let c = try FixtureCluster(policy: .shared)
+        let w = try c.fork()
+        c.command(w.id, "listen", [("server", "s"), ("kind", "tcp"), ("host", "127.0.0.1"), ("port", 0)])
+        let listening = c.waitForEvent("the worker's listening") { $0["ev"] == "listening" && $0["server"] == "s" }
+        let port = try #require(listening?["port"]?.intValue)
+
+        let old = try #require(setDescriptorLimit(of: w.pid, soft: lowestFreeDescriptor(of: w.pid)))
+        let refused = try Client(port: port, loop: c.loop)
+        c.waitUntil("the end of the connection the worker could not take") { refused.ended }
+        #expect(refused.text == "")
+
+        setDescriptorLimit(of: w.pid, soft: old)
+        let served = try Client(port: port, loop: c.loop)
+        c.waitUntil("the greeting once descriptors are free again") { served.text.hasSuffix("\n") }
+        #expect(served.text == "{\"worker\":\(w.id),\"server\":\"s\"}\n")
+        w.kill(.kill)
+        _ = c.exit(of: w.id)
     }
 }
