@@ -136,6 +136,18 @@ final class Channel {
         return send(packets: Channel.split(kind, text), fds: fds)
     }
 
+    /// A message of the cluster's own protocol. Its loss would leave the two sides disagreeing (a hand-off
+    /// never acknowledged, a listen never answered), so a send that fails for any reason but a closed
+    /// channel is reported through `onError` and the channel closes, as for a peer's protocol error.
+    func sendControl(_ value: JSONValue, fds: [Int32] = []) {
+        guard case .failure(let error) = send(.control, value, fds: fds), error.code != "ERR_IPC_CHANNEL_CLOSED" else { return }
+        loop.nextTick { [weak self] in
+            guard let self, isOpen else { return }
+            onError(error)
+            close()
+        }
+    }
+
     /// A user message as `worker.send(message)` and `process.send(message)` send it (both sides share
     /// this): true once sent or queued; false when it cannot be, and `report` gets the error on the next
     /// tick, as Node emits `'error'` after the call has returned.

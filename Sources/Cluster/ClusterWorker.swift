@@ -56,7 +56,7 @@ public final class ClusterWorker {
         }
         channel.onError = { [weak self] error in self?.emitError(error) }
         channel.onClose = { [weak self] in self?.channelClosed() }
-        channel.send(.control, .object(JSONObject([("act", "online")])))
+        channel.sendControl(.object(JSONObject([("act", "online")])))
     }
 
     /// `cluster.worker.isConnected()`.
@@ -138,7 +138,7 @@ public final class ClusterWorker {
             let key = value["key"]?.stringValue ?? ""
             let server = roundRobin[key]
             let accepted = server?.canAcceptHandoff ?? false
-            channel.send(.control, .object(JSONObject([("act", "accepted"), ("key", .string(key)),
+            channel.sendControl(.object(JSONObject([("act", "accepted"), ("key", .string(key)),
                                                        ("handoff", value["handoff"] ?? .null), ("accepted", .bool(accepted))])))
             trace("worker \(id) acknowledged hand-off \(value["handoff"]?.intValue ?? 0): accepted \(accepted)")
             if accepted, let server { server.adopt(connection: fd) } else { close(fd) }
@@ -156,11 +156,11 @@ public final class ClusterWorker {
         var object = JSONObject(fields.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
         object["seq"] = .number(Double(seq))
         pendingReplies[seq] = callback
-        channel.send(.control, .object(object))
+        channel.sendControl(.object(object))
     }
 
     func sendControl(_ fields: [(String, JSONValue)]) {
-        channel.send(.control, .object(JSONObject(fields)))
+        channel.sendControl(.object(JSONObject(fields)))
     }
 
     private func channelClosed() {

@@ -199,7 +199,13 @@ public final class DatagramSocket {
                     recvfrom(fd, raw.baseAddress, raw.count, 0, a.baseAddress!.assumingMemoryBound(to: sockaddr.self), &from.length)
                 }
             }
-            if n < 0 { return }
+            if n < 0 {
+                // Node's dgram emits a receive error (an ICMP error reported on the socket, say) as 'error'.
+                if errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR {
+                    onError(ClusterError(errno: errno, syscall: "recvmsg"))
+                }
+                return
+            }
             onMessage(Array(buffer[0..<n]), from)
         }
     }

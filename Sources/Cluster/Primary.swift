@@ -266,7 +266,7 @@ public final class Primary {
     func reply(to worker: Worker, _ request: JSONValue, _ fields: [String: JSONValue], fd: Int32? = nil) {
         var object = JSONObject([("act", .string("reply")), ("ack", request["seq"] ?? .null)])
         for (k, v) in fields.sorted(by: { $0.key < $1.key }) { object[k] = v }
-        worker.channel.send(.control, .object(object), fds: fd.map { [$0] } ?? [])
+        worker.channel.sendControl(.object(object), fds: fd.map { [$0] } ?? [])
     }
 
     /// A worker asks for a server (primary.js `queryServer`).
@@ -421,16 +421,26 @@ public final class Worker {
     @discardableResult
     public func disconnect() -> Worker {
         exitedAfterDisconnect = true
-        channel.send(.control, .object(JSONObject([("act", "disconnect")])))
+        channel.sendControl(.object(JSONObject([("act", "disconnect")])))
         primary.removeHandles(for: self)
         primary.removeWorker(self)
         return self
     }
 
     /// `worker.kill(signal)` (also `destroy`): sends the signal (default SIGTERM) at once, as Node 20 does.
-    public func kill(_ signal: Signal = .terminate) {
+    /// Returns whether it was sent (Node's `subprocess.kill()`): false for a worker that has exited or
+    /// never started; a refusal (`EPERM`, `EINVAL`) also emits `'error'` on the next tick.
+    @discardableResult
+    public func kill(_ signal: Signal = .terminate) -> Bool {
         // pid 0 (a worker that never started) would signal this process's whole group.
-        if termination == nil && pid > 0 { Glibc.kill(pid, signal.rawValue) }
+        guard termination == nil && pid > 0 else { return false }
+        guard Glibc.kill(pid, signal.rawValue) != 0 else { return true }
+        let e = errno
+        if e != ESRCH {
+            let error = ClusterError(errno: e, syscall: "kill")
+            primary.loop.nextTick { [weak self] in self?.emit(.error(error)) }
+        }
+        return false
     }
 
     /// Records that hand-off `id` of `handle` is on its way to this worker; returns the number the

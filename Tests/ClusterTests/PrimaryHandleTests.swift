@@ -149,4 +149,27 @@ struct FailingSyscallTests {
         w.kill(.kill)
         _ = c.exit(of: w.id)
     }
+
+    @Test("kill() with a signal the system refuses returns false and emits 'error'; on an exited worker it returns false quietly")
+    func refusedKill() throws {
+        let loop = EventLoop()
+        let primary = Primary(loop: loop, environment: [:])
+        primary.setupPrimary(SettingsUpdate(exec: "/usr/bin/env", args: ["python3", "-c", "import time; time.sleep(30)"]))
+        let w = try primary.fork()
+        var errors: [String] = []
+        var exited = false
+        w.on { event in
+            if case .error(let e) = event { errors.append("\(e.code) \(e.syscall ?? "")") }
+            if case .exit = event { exited = true }
+        }
+        #expect(!w.kill(Signal(rawValue: 4242)))
+        #expect(errors.isEmpty, "the error comes on a later tick, as in Node")
+        run(loop, until: "the kill's 'error'") { !errors.isEmpty }
+        #expect(errors == ["EINVAL kill"])
+        #expect(w.kill(.kill))
+        run(loop, until: "the exit") { exited }
+        #expect(!w.kill(.kill))
+        _ = loop.run(until: { false }, deadline: .now + .milliseconds(20))
+        #expect(errors == ["EINVAL kill"])
+    }
 }
