@@ -201,6 +201,22 @@ func readSlowly(_ fd: Int32, count: Int, piece: Int = 16384, pause: Duration = .
     return got
 }
 
+/// Reads from `fd` until `count` bytes arrived, the peer ends the stream, or `limit` passes; `ended`
+/// tells the end of stream (or a reset) from a reader that merely ran out of time.
+func readOrEnd(_ fd: Int32, count: Int, within limit: Duration) -> (bytes: [UInt8], ended: Bool) {
+    let deadline = ContinuousClock.now + limit
+    var got: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while got.count < count {
+        guard waitReadable(fd, until: deadline) else { return (got, false) }
+        let n = read(fd, &buffer, min(buffer.count, count - got.count))
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return (got, true) }
+        got += buffer[0..<n]
+    }
+    return (got, false)
+}
+
 /// Checks bytes made by the probe's `pattern(chunk:bytes:)`: the chunks, each whole and in order within,
 /// one after another; returns the chunk order, or a description of the first byte out of place.
 func chunkOrder(_ bytes: [UInt8], chunkBytes: Int) -> Result<[Int], ProbeFailure> {
