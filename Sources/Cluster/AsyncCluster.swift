@@ -142,6 +142,7 @@ public struct BufferPolicy: Sendable, Hashable {
 /// sequence. One consumer iterates it; it finishes when its source ends (as its owner documents). An
 /// event nobody takes before the buffer is full is dropped and counted in `dropped`, never lost silently.
 public struct EventStream<Element: Sendable>: AsyncSequence, Sendable {
+    /// Iterating never throws (Node has no counterpart).
     public typealias Failure = Never
     let base: AsyncStream<Element>
     let counter: DropCounter
@@ -155,6 +156,7 @@ public struct EventStream<Element: Sendable>: AsyncSequence, Sendable {
 
     /// Iterates the stream's events (Node has no counterpart).
     public struct Iterator: AsyncIteratorProtocol {
+        /// Iterating never throws (Node has no counterpart).
         public typealias Failure = Never
         var base: AsyncStream<Element>.Iterator
 

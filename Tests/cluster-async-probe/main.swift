@@ -351,8 +351,10 @@ case .worker(let worker):
                 report("read", [("text", .string(String(decoding: bytes, as: UTF8.self)))])
             case 2:
                 // The test does not read: the big write stalls, partly sent, with two writes queued behind.
+                // (The bytes are made first, so that the write reaches the connection at once.)
+                let bytes = pattern(chunk: 1, bytes: 8 << 20)
                 let big = Task { () async -> Result<Void, ClusterError> in
-                    do throws(ClusterError) { try await connection.write(pattern(chunk: 1, bytes: 8 << 20)) } catch { return .failure(error) }
+                    do throws(ClusterError) { try await connection.write(bytes) } catch { return .failure(error) }
                     return .success(())
                 }
                 await sleep(ms: 200)
@@ -368,8 +370,9 @@ case .worker(let worker):
                 report("behind", [("code", outcome(await third.value))])
             case 3:
                 // close() waits for the stalled write; cancelled, it returns and closes at once.
+                let bytes = pattern(chunk: 2, bytes: 8 << 20)
                 let big = Task { () async -> Result<Void, ClusterError> in
-                    do throws(ClusterError) { try await connection.write(pattern(chunk: 2, bytes: 8 << 20)) } catch { return .failure(error) }
+                    do throws(ClusterError) { try await connection.write(bytes) } catch { return .failure(error) }
                     return .success(())
                 }
                 await sleep(ms: 200)
