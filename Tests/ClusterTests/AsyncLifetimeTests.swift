@@ -21,11 +21,12 @@ struct AsyncLifetimeTests {
         #expect(probe.exit()?.code == 0, "\(probe.transcript)")
     }
 
-    @Test("dropped early: a worker handle, a received handle, an AsyncServer (with and without its stream), an AsyncConnection — nothing crashes or leaks")
+    @Test("dropped early: the AsyncPrimary, a worker handle, a received handle, an AsyncServer (with and without its stream), an AsyncConnection — nothing crashes or leaks")
     func dropEverything() throws {
         let dir = makeTemporaryDirectory()
         defer { removeDirectory(dir) }
         let probe = try ProbeRun("drop-everything", [dir])
+        #expect(probe.event("released")?["objects"] == true, "the AsyncPrimary or the worker handle is still referenced")
         let baseline = try #require(probe.event("ready")?["fds"]?.intValue)
         // A server nobody holds still listens, and closes the connections nobody can take.
         for _ in 0..<2 {

@@ -140,6 +140,29 @@ case ("streams", true): BufferPolicy(limit: 2, overflow: .dropOldest)
 default: .standard
 }
 
+// The primary of "drop-everything" lets go of the AsyncPrimary and of the worker's handle as soon as it has
+// used them (a handle is sent with a message), keeping only the primary's events: the cluster goes on.
+if scenario == "drop-everything" && !isWorkerProcess {
+    let (events, released) = try await { () async throws(ClusterError) -> (EventStream<PrimaryEvent>, () -> Bool) in
+        guard case .primary(let primary) = AsyncCluster.start() else { exit(3) }
+        let worker = try await primary.fork()
+        for await case .message(let m) in worker.events where m.value == "want-handle" { break }
+        let (mine, theirs) = streamPair()
+        _ = try await worker.send("handle", descriptor: theirs)
+        close(theirs)
+        close(mine)
+        weak let primaryObject = primary, handle = worker
+        return (primary.events, { primaryObject == nil && handle == nil })
+    }()
+    report("released", [("objects", .bool(released()))])
+    for await event in events {
+        if case .exit(let w, let code, let signal) = event {
+            report("exit", [("worker", number(w.id)), ("code", optional(code)), ("signal", signal.map { .string($0.name) } ?? .null)])
+            exit(0)
+        }
+    }
+}
+
 switch AsyncCluster.start(events: policy) {
 case .primary(let primary):
     switch scenario {
@@ -272,23 +295,6 @@ case .primary(let primary):
             }
         }
         exit(0)
-
-    case "drop-everything":
-        // The worker's handle goes as soon as it has sent a handle; the primary watches its events only.
-        do {
-            let worker = try await primary.fork()
-            for await case .message(let m) in worker.events where m.value == "want-handle" { break }
-            let (mine, theirs) = streamPair()
-            _ = try await worker.send("handle", descriptor: theirs)
-            close(theirs)
-            close(mine)
-        }
-        for await event in primary.events {
-            if case .exit(let w, let code, let signal) = event {
-                report("exit", [("worker", number(w.id)), ("code", optional(code)), ("signal", signal.map { .string($0.name) } ?? .null)])
-                exit(0)
-            }
-        }
 
     default:
         report("error", [("message", .string("unknown scenario \(scenario)"))])
