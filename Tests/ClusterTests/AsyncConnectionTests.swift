@@ -53,7 +53,7 @@ struct AsyncConnectionTests {
         #expect(probe.event("read-after")?["bytes"] == 0, "a closed connection reads as ended")
     }
 
-    @Test("cancelled: a read takes no data; a queued write is withdrawn; a partly sent write closes the connection; close() returns and closes at once")
+    @Test("cancelled: a read takes no data; a queued write is withdrawn; a partly sent write closes the connection; close() returns and closes at once; detach() sends the queued writes first")
     func cancelledReadsWritesAndClose() throws {
         let probe = try ProbeRun("cancel-io")
         let port = try #require(probe.event("listening")?["port"]?.intValue)
@@ -93,6 +93,17 @@ struct AsyncConnectionTests {
         let (rest, closedHere) = readOrEnd(three, count: 16 << 20, within: .seconds(20))
         #expect(closedHere, "the connection was not closed")
         #expect(rest.count < 8 << 20 && isPatternPrefix(rest, chunk: 2))
+
+        // 4: detach() first lets the queued write go out whole; what the new owner writes follows it.
+        let four = try connectLoopback(port)
+        defer { close(four) }
+        probe.event("detaching")
+        let (all, fourEnded) = readOrEnd(four, count: 16 << 20, within: .seconds(30))
+        #expect(fourEnded)
+        #expect(all.count == (8 << 20) + 3 && isPatternPrefix(Array(all.prefix(8 << 20)), chunk: 3), "\(all.count) bytes")
+        #expect(all.suffix(3) == Array("END".utf8))
+        let detached = probe.event("detached")
+        #expect(detached?["write"] == "ok" && detached?["fd"] == true && detached?["sent"] == 3)
     }
 
     @Test("a server's stream of connections is bounded: beyond it a connection is closed and counted in dropped")

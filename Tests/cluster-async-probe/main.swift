@@ -384,6 +384,19 @@ case .worker(let worker):
                 await sleep(ms: 200)
                 await cancelAfter(ms: 100, "close") { () async throws(ClusterError) in await connection.close() }
                 report("stalled-write", [("code", outcome(await big.value))])
+            case 4:
+                // detach() waits for the queued (stalled) write to go out; then the descriptor is ours.
+                let bytes = pattern(chunk: 3, bytes: 8 << 20)
+                let big = Task { () async -> Result<Void, ClusterError> in
+                    do throws(ClusterError) { try await connection.write(bytes) } catch { return .failure(error) }
+                    return .success(())
+                }
+                await sleep(ms: 200)
+                report("detaching")
+                let fd = await connection.detach()
+                let sent = "END".withCString { send(fd, $0, 3, Int32(MSG_NOSIGNAL)) }
+                close(fd)
+                report("detached", [("write", outcome(await big.value)), ("fd", .bool(fd >= 0)), ("sent", number(sent))])
             default:
                 break
             }
