@@ -64,6 +64,12 @@ let package = Package(
             ],
             path: "Examples/cluster-http"
         ),
+        // The async layer's test probe: scenarios run as a real primary and workers (Tests/ClusterTests/Async*).
+        .executableTarget(
+            name: "cluster-async-probe",
+            dependencies: ["Cluster"],
+            path: "Tests/cluster-async-probe"
+        ),
         .executableTarget(
             name: "cluster-conformance",
             dependencies: [
@@ -82,8 +88,10 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterTests",
-            // cluster-fixture: the worker-process tests fork it as a real worker.
-            dependencies: ["Cluster", "ClusterJSON", "CSupport", "cluster-echo", "cluster-http", "cluster-fixture"]
+            // cluster-fixture: the worker-process tests fork it as a real worker; cluster-async-probe: the
+            // async layer's tests run it.
+            dependencies: ["Cluster", "ClusterJSON", "CSupport", "cluster-echo", "cluster-http", "cluster-fixture",
+                           "cluster-async-probe"]
         ),
         .testTarget(
             name: "ClusterConformanceTests",

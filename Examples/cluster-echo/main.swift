@@ -6,10 +6,17 @@ import Glibc
 let port = Int(CommandLine.arguments.dropFirst().first ?? "8080") ?? 8080
 switch AsyncCluster.start() {
 case .primary(let primary):
-    for _ in 0..<2 { _ = try await primary.fork() }
-    for await case .listening(let worker, let address) in primary.events {
-        print("worker \(worker.id) listening on port \(address.port)")
-        fflush(nil)
+    await withTaskGroup(of: Void.self) { group in
+        for _ in 0..<2 {
+            guard let worker = try? await primary.fork() else { continue }
+            // A worker's events end when it does; the primary ends when both have.
+            group.addTask {
+                for await case .listening(let address) in worker.events {
+                    print("worker \(worker.id) listening on port \(address.port)")
+                    fflush(nil)
+                }
+            }
+        }
     }
 case .worker(let worker):
     let server = try await worker.listen(.tcp(host: "127.0.0.1", port: port))

@@ -1,4 +1,5 @@
 import ClusterJSON
+import Synchronization
 import SystemSupport
 
 #if canImport(Glibc)
@@ -8,6 +9,16 @@ import Glibc
 // The async/await face of the cluster. The cluster itself lives on one event loop thread, where its
 // callbacks run in order (that is what gives Node's semantics); these types run that loop on a thread of
 // its own and hand results and events to Swift concurrency.
+//
+// Three rules hold for every async API here:
+// - Every wait is a `LoopWait`: it is resolved on the loop, once, by the operation or by the cancellation
+//   of the waiting task, whichever comes first; cancellation first undoes what the wait registered on
+//   the loop, then throws `ClusterError` code `ABORT_ERR` (or, where an API does not throw, returns at
+//   once, as its doc comment says).
+// - Every stream of events is an `EventStream` with a bounded buffer (`BufferPolicy`): what the bound
+//   drops is counted (`dropped`), and the stream finishes when its source ends.
+// - Dropping a public async object never stops what Node keeps running (a listening server, a worker)
+//   and never leaks what nobody can reach any more (a connection nobody holds is closed).
 
 /// A value that may only be touched on its event loop's thread, passed across concurrency domains
 /// (NIO's `NIOLoopBound`).
@@ -16,91 +27,205 @@ struct LoopBound<Value>: @unchecked Sendable {
     let loop: EventLoop
 }
 
+extension ClusterError {
+    /// What a cancelled wait throws: Node's `AbortError` (code `ABORT_ERR`), as an aborted `AbortSignal`
+    /// makes Node's promise APIs reject.
+    static let aborted = ClusterError(code: "ABORT_ERR", message: "The operation was aborted")
+}
+
+// MARK: - Waiting on the loop
+
+/// One task waiting for something that happens on the loop. Loop thread only, except that it is created
+/// and handed over elsewhere; resolved at most once, by the operation (`succeed`, `fail`) or by the
+/// cancellation of the waiting task, which first runs `onCancel` to undo the registration.
+final class LoopWait<Value: Sendable>: @unchecked Sendable {
+    private var continuation: CheckedContinuation<Result<Value, ClusterError>, Never>?
+    private var cancelled = false
+    /// Whether the wait has been resolved (the caller has its answer, or will have it at once).
+    private(set) var isDone = false
+    /// Undoes what the operation registered; runs on the loop when the task is cancelled first.
+    var onCancel: (() -> Void)?
+
+    /// Resolves the wait with a value (ignored once resolved).
+    func succeed(_ value: Value) { resolve(.success(value)) }
+
+    /// Resolves the wait with an error (ignored once resolved).
+    func fail(_ error: ClusterError) { resolve(.failure(error)) }
+
+    func resolve(_ result: Result<Value, ClusterError>) {
+        guard !isDone else { return }
+        isDone = true
+        onCancel = nil
+        // Set by `begin` before the operation starts, so the operation can only resolve after it.
+        continuation?.resume(returning: result)
+        continuation = nil
+    }
+
+    /// The operation starts: false when the task was cancelled before (the caller is answered already).
+    fileprivate func begin(_ k: CheckedContinuation<Result<Value, ClusterError>, Never>) -> Bool {
+        if cancelled {
+            isDone = true
+            k.resume(returning: .failure(.aborted))
+            return false
+        }
+        continuation = k
+        return true
+    }
+
+    fileprivate func cancel() {
+        guard !isDone else { return }
+        cancelled = true
+        guard continuation != nil else { return }  // not begun: `begin` answers
+        let undo = onCancel
+        onCancel = nil
+        undo?()
+        resolve(.failure(.aborted))
+    }
+}
+
 extension EventLoop {
-    /// Runs `body` on the loop and returns its result to the caller's task.
-    func perform<T: Sendable>(_ body: @escaping () -> T) async -> T {
-        await withCheckedContinuation { continuation in
-            let box = LoopBound(value: body, loop: self)
-            submit { continuation.resume(returning: box.value()) }
+    /// Runs `start` on the loop with a wait that the calling task awaits; cancelling the task resolves
+    /// the wait with `ABORT_ERR` after running its `onCancel`. A task cancelled before `start` ran is
+    /// answered `ABORT_ERR` and `start` never runs.
+    func wait<Value: Sendable>(_ start: @escaping (LoopWait<Value>) -> Void) async -> Result<Value, ClusterError> {
+        let wait = LoopWait<Value>()
+        let body = LoopBound(value: start, loop: self)
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (k: CheckedContinuation<Result<Value, ClusterError>, Never>) in
+                submit {
+                    guard wait.begin(k) else { return }
+                    body.value(wait)
+                }
+            }
+        } onCancel: { [self] in
+            submit { wait.cancel() }
         }
     }
-}
 
-/// A worker as seen in one event: its fields at that moment (Sendable, unlike the live `Worker`).
-public struct WorkerSnapshot: Sendable, Hashable {
-    /// `worker.id`.
-    public var id: Int
-    /// The process id.
-    public var pid: Int32
-    /// `worker.state`.
-    public var state: WorkerState
-    /// `worker.isConnected()`.
-    public var isConnected: Bool
-    /// `worker.isDead()`.
-    public var isDead: Bool
-    /// `worker.exitedAfterDisconnect`.
-    public var exitedAfterDisconnect: Bool?
-
-    init(_ w: Worker) {
-        id = w.id
-        pid = w.pid
-        state = w.state
-        isConnected = w.isConnected
-        isDead = w.isDead
-        exitedAfterDisconnect = w.exitedAfterDisconnect
+    /// Runs `body` on the loop and returns its result, or `ABORT_ERR` when the calling task is cancelled
+    /// before it ran (it then never runs).
+    func perform<T: Sendable>(_ body: @escaping () -> T) async -> Result<T, ClusterError> {
+        await wait { (w: LoopWait<T>) in w.succeed(body()) }
     }
 }
 
-/// An event of the primary, as an async sequence element (Node's `cluster.on(...)` events).
-public enum PrimaryEvent: Sendable {
-    /// `'fork'`.
-    case fork(WorkerSnapshot)
-    /// `'online'`.
-    case online(WorkerSnapshot)
-    /// `'listening'`.
-    case listening(WorkerSnapshot, ListeningAddress)
-    /// `'message'`, and the handle sent with it, if any.
-    case message(WorkerSnapshot, JSONValue, handle: ReceivedHandle?)
-    /// `'disconnect'`.
-    case disconnect(WorkerSnapshot)
-    /// `'exit'`.
-    case exit(WorkerSnapshot, code: Int?, signal: Signal?)
-    /// `'setup'`.
-    case setup(ClusterSettings)
+// MARK: - Event streams
 
-    init(_ event: ClusterEvent) {
-        switch event {
-        case .fork(let w): self = .fork(WorkerSnapshot(w))
-        case .online(let w): self = .online(WorkerSnapshot(w))
-        case .listening(let w, let a): self = .listening(WorkerSnapshot(w), a)
-        case .message(let w, let m, let h): self = .message(WorkerSnapshot(w), m, handle: h)
-        case .disconnect(let w): self = .disconnect(WorkerSnapshot(w))
-        case .exit(let w, let code, let signal): self = .exit(WorkerSnapshot(w), code: code, signal: signal)
-        case .setup(let s): self = .setup(s)
+/// How many events a stream keeps for a consumer that has not taken them yet, and which it drops beyond
+/// that (Node's emitters have no bound: a listener is called at once; here the consumer may be late, so
+/// the buffer is bounded and what it drops is counted in `EventStream.dropped`).
+public struct BufferPolicy: Sendable, Hashable {
+    /// Which events go when the buffer is full.
+    public enum Overflow: Sendable, Hashable {
+        /// The new event is dropped; the buffer keeps the oldest (the start of the story).
+        case dropNewest
+        /// The oldest buffered event is dropped; the buffer keeps the latest.
+        case dropOldest
+    }
+
+    /// The most events kept; at least 1.
+    public var limit: Int
+    /// Which events go beyond the limit.
+    public var overflow: Overflow
+
+    /// A buffer of at most `limit` events (at least 1) dropping as `overflow` says.
+    public init(limit: Int, overflow: Overflow = .dropNewest) {
+        self.limit = max(1, limit)
+        self.overflow = overflow
+    }
+
+    /// The default: 1,024 events, dropping new ones beyond that.
+    public static let standard = BufferPolicy(limit: 1024)
+}
+
+/// A stream of cluster events with a bounded buffer (`BufferPolicy`): Node's event emitter as an async
+/// sequence. One consumer iterates it; it finishes when its source ends (as its owner documents). An
+/// event nobody takes before the buffer is full is dropped and counted in `dropped`, never lost silently.
+public struct EventStream<Element: Sendable>: AsyncSequence, Sendable {
+    /// Iterating never throws (Node has no counterpart).
+    public typealias Failure = Never
+    let base: AsyncStream<Element>
+    let counter: DropCounter
+
+    /// How many events the buffer's bound has dropped so far (Node has no counterpart: its emitters
+    /// never drop).
+    public var dropped: Int { counter.count.load(ordering: .relaxed) }
+
+    /// The iterator (Node has no counterpart: `for await` takes it).
+    public func makeAsyncIterator() -> Iterator { Iterator(base: base.makeAsyncIterator()) }
+
+    /// Iterates the stream's events (Node has no counterpart).
+    public struct Iterator: AsyncIteratorProtocol {
+        /// Iterating never throws (Node has no counterpart).
+        public typealias Failure = Never
+        var base: AsyncStream<Element>.Iterator
+
+        /// The next event, or nil once the stream has finished (Node has no counterpart).
+        public mutating func next() async -> Element? { await base.next() }
+
+        /// The next event, or nil once the stream has finished (Node has no counterpart).
+        public mutating func next(isolation actor: isolated (any Actor)?) async -> Element? {
+            await base.next(isolation: actor)
         }
     }
+
+    /// A stream and the sink its source yields into.
+    static func make(_ policy: BufferPolicy) -> (EventStream, EventSink<Element>) {
+        let buffering: AsyncStream<Element>.Continuation.BufferingPolicy =
+            policy.overflow == .dropNewest ? .bufferingOldest(policy.limit) : .bufferingNewest(policy.limit)
+        let (stream, continuation) = AsyncStream<Element>.makeStream(bufferingPolicy: buffering)
+        let counter = DropCounter()
+        return (EventStream(base: stream, counter: counter), EventSink(continuation: continuation, counter: counter))
+    }
 }
 
-/// Which side of the cluster this process is, for async code.
+final class DropCounter: Sendable {
+    let count = Atomic<Int>(0)
+}
+
+/// The producing side of an `EventStream`.
+struct EventSink<Element: Sendable>: Sendable {
+    let continuation: AsyncStream<Element>.Continuation
+    let counter: DropCounter
+
+    /// Offers an event; one the bound drops is counted. One offered after the consumer went away is
+    /// released (a connection then closes, a received handle's descriptor too).
+    func yield(_ element: Element) {
+        if case .dropped = continuation.yield(element) {
+            counter.count.add(1, ordering: .relaxed)
+        }
+    }
+
+    /// Ends the stream after the events already buffered.
+    func finish() { continuation.finish() }
+}
+
+// MARK: - Start
+
+/// Which side of the cluster this process is, for async code (Node's `cluster.isPrimary` /
+/// `cluster.isWorker`).
 public enum AsyncClusterRole: Sendable {
-    /// The primary.
+    /// The primary (`cluster.isPrimary`).
     case primary(AsyncPrimary)
-    /// A worker.
+    /// A worker (`cluster.isWorker`, with `cluster.worker`).
     case worker(AsyncWorker)
 }
 
-/// Starts the cluster on a loop thread of its own (`cluster` for async code).
+/// Starts the cluster on a loop thread of its own (Node's `cluster` module, for async code).
 public enum AsyncCluster {
-    /// Starts the runtime and returns this process's role. Call once.
-    public static func start() -> AsyncClusterRole {
+    /// Starts the runtime and returns this process's role; call once (Node: loading `node:cluster`).
+    /// `events` bounds the primary's `events` stream, or the worker's `messages`.
+    public static func start(events: BufferPolicy = .standard) -> AsyncClusterRole {
         let loop = EventLoop()
-        loop.retain()  // the loop lives as long as the process
+        // The loop lives as long as the process: every async object may submit work to it at any time,
+        // and a wait submitted to a loop that has returned would never be answered.
+        loop.retain()
         // The runtime is set up here, before the loop's thread exists: until `run()` starts nobody else
         // touches the loop, and starting the thread orders everything done here before it.
         let role: AsyncClusterRole
         switch ClusterRuntime.start(on: loop) {
-        case .primary(let p): role = .primary(AsyncPrimary(LoopBound(value: p, loop: loop)))
-        case .worker(let w): role = .worker(AsyncWorker(LoopBound(value: w, loop: loop)))
+        case .primary(let p): role = .primary(AsyncPrimary(p, events: events))
+        case .worker(let w): role = .worker(AsyncWorker(w, messages: events))
         }
         startThread(LoopBound(value: (), loop: loop)) { $0.loop.run() }
         return role
@@ -125,216 +250,20 @@ func startThread<T>(_ value: LoopBound<T>, _ body: @escaping @Sendable (LoopBoun
     pthread_detach(thread)
 }
 
-/// The primary for async code: `fork`, `send`, `disconnect`, `kill`, and its events as an `AsyncStream`.
-public final class AsyncPrimary: Sendable {
-    private let primary: LoopBound<Primary>
-    /// Every cluster event, in order (`cluster.on(...)`).
-    public let events: AsyncStream<PrimaryEvent>
+// MARK: - Messages
 
-    init(_ primary: LoopBound<Primary>) {
-        self.primary = primary
-        let (stream, continuation) = AsyncStream<PrimaryEvent>.makeStream()
-        events = stream
-        primary.value.on { continuation.yield(PrimaryEvent($0)) }
-    }
+/// A user message and the handle sent with it, if any: the arguments of Node's `'message'` event
+/// (`message`, `sendHandle`).
+public struct Message: Sendable {
+    /// The message (Node's `message`).
+    public var value: JSONValue
+    /// The descriptor sent with it (Node's `sendHandle`); it closes when the last reference goes, unless
+    /// taken with `ReceivedHandle.take()`.
+    public var handle: ReceivedHandle?
 
-    /// `cluster.fork(env)`.
-    public func fork(env: [String: String] = [:]) async throws(ClusterError) -> WorkerSnapshot {
-        let p = primary
-        let result: Result<WorkerSnapshot, ClusterError> = await p.loop.perform {
-            do throws(ClusterError) { return .success(WorkerSnapshot(try p.value.fork(env: env))) } catch { return .failure(error) }
-        }
-        return try result.get()
-    }
-
-    /// `cluster.setupPrimary(settings)`.
-    public func setupPrimary(_ update: SettingsUpdate) async {
-        let p = primary
-        await p.loop.perform { p.value.setupPrimary(update) }
-    }
-
-    /// `worker.send(message)` to worker `id`; false when it is gone or its channel closed.
-    public func send(_ message: JSONValue, to id: Int) async -> Bool {
-        let p = primary
-        return await p.loop.perform { p.value.workers[id]?.send(message) ?? false }
-    }
-
-    /// `worker.disconnect()`.
-    public func disconnect(worker id: Int) async {
-        let p = primary
-        await p.loop.perform { _ = p.value.workers[id]?.disconnect() }
-    }
-
-    /// `worker.kill(signal)`.
-    public func kill(worker id: Int, signal: Signal = .terminate) async {
-        let p = primary
-        await p.loop.perform { p.value.workers[id]?.kill(signal) }
-    }
-
-    /// `cluster.disconnect()`, returning when its callback runs.
-    public func disconnectAll() async {
-        let p = primary
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            p.loop.submit { p.value.disconnect { c.resume() } }
-        }
-    }
-
-    /// The ids in `cluster.workers`.
-    public func workerIDs() async -> [Int] {
-        let p = primary
-        return await p.loop.perform { p.value.workerIDs }
-    }
-}
-
-/// `cluster.worker` for async code: the worker's id, its messages, `send`, `listen`, `disconnect`.
-public final class AsyncWorker: Sendable {
-    private let worker: LoopBound<ClusterWorker>
-    /// `cluster.worker.id`.
-    public let id: Int
-    /// User messages from the primary, in order (`process.on('message')`). A handle sent with a message
-    /// is not delivered here (it is closed); use the loop-bound `ClusterWorker` to receive handles.
-    public let messages: AsyncStream<JSONValue>
-
-    init(_ worker: LoopBound<ClusterWorker>) {
-        self.worker = worker
-        id = worker.value.id
-        let (stream, continuation) = AsyncStream<JSONValue>.makeStream()
-        messages = stream
-        worker.value.on { event in
-            switch event {
-            case .message(let m, _): continuation.yield(m)
-            case .disconnect: continuation.finish()
-            case .error: break  // a failed send already returned false to its caller
-            }
-        }
-    }
-
-    /// `process.send(message)`.
-    public func send(_ message: JSONValue) async -> Bool {
-        let w = worker
-        return await w.loop.perform { w.value.send(message) }
-    }
-
-    /// `cluster.worker.disconnect()`.
-    public func disconnect() async {
-        let w = worker
-        await w.loop.perform { w.value.disconnect() }
-    }
-
-    /// `server.listen(...)` through the cluster; returns once listening, or throws the listen error.
-    public func listen(_ target: ListenTarget, exclusive: Bool = false, backlog: Int32 = 511) async throws(ClusterError) -> AsyncServer {
-        let w = worker
-        let result: Result<AsyncServer, ClusterError> = await withCheckedContinuation { c in
-            w.loop.submit {
-                let server = Server(loop: w.loop, cluster: w.value)
-                let (stream, continuation) = AsyncStream<AsyncConnection>.makeStream()
-                let bound = LoopBound(value: server, loop: w.loop)
-                server.onConnection = { continuation.yield(AsyncConnection(LoopBound(value: $0, loop: w.loop))) }
-                server.onClose = { continuation.finish() }
-                server.onListening = { c.resume(returning: .success(AsyncServer(bound, connections: stream, address: server.address()))) }
-                server.onError = { c.resume(returning: .failure($0)) }
-                server.listen(target, exclusive: exclusive, backlog: backlog)
-            }
-        }
-        return try result.get()
-    }
-}
-
-/// A listening server for async code; its connections arrive as an `AsyncStream`.
-public final class AsyncServer: Sendable {
-    private let server: LoopBound<Server>
-    /// Accepted connections, in order (`'connection'`); the stream ends when the server closes.
-    public let connections: AsyncStream<AsyncConnection>
-    /// `server.address()` when it started listening.
-    public let address: ServerAddress?
-
-    init(_ server: LoopBound<Server>, connections: AsyncStream<AsyncConnection>, address: ServerAddress?) {
-        self.server = server
-        self.connections = connections
-        self.address = address
-    }
-
-    /// `server.maxConnections`.
-    public func setMaxConnections(_ n: Int?) async {
-        let s = server
-        await s.loop.perform { s.value.maxConnections = n }
-    }
-
-    /// `server.close()`, returning when the last connection has ended.
-    public func close() async {
-        let s = server
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            s.loop.submit { s.value.close { _ in c.resume() } }
-        }
-    }
-}
-
-/// An accepted connection for async code: read, write, close, or take the descriptor (to serve it with
-/// SwiftNIO, say).
-public final class AsyncConnection: Sendable {
-    let connection: LoopBound<Connection>
-    /// The connected socket (non-blocking).
-    public var fd: Int32 { connection.value.fd }
-
-    init(_ connection: LoopBound<Connection>) { self.connection = connection }
-
-    /// Reads what is available, waiting for data; an empty array at end of stream.
-    public func read(maxBytes: Int = 65536) async throws(ClusterError) -> [UInt8] {
-        let c = connection
-        let result: Result<[UInt8], ClusterError> = await withCheckedContinuation { k in
-            c.loop.submit {
-                var buffer = [UInt8](repeating: 0, count: maxBytes)
-                func attempt() -> Result<[UInt8], ClusterError>? {
-                    let n = buffer.withUnsafeMutableBytes { recv(c.value.fd, $0.baseAddress, $0.count, 0) }
-                    if n >= 0 { return .success(Array(buffer[0..<n])) }
-                    if errno == EAGAIN || errno == EINTR { return nil }
-                    return .failure(ClusterError(errno: errno, syscall: "read"))
-                }
-                if let r = attempt() { k.resume(returning: r); return }
-                var watcher: Watcher?
-                do throws(ClusterError) {
-                    watcher = try c.loop.watch(c.value.fd) {
-                        guard let r = attempt() else { return }
-                        watcher?.cancel()
-                        k.resume(returning: r)
-                    }
-                } catch {
-                    k.resume(returning: .failure(error))
-                }
-            }
-        }
-        return try result.get()
-    }
-
-    /// Writes all of `bytes`.
-    public func write(_ bytes: [UInt8]) async throws(ClusterError) {
-        let c = connection
-        let result: Result<Void, ClusterError> = await c.loop.perform {
-            do throws(SystemError) { try writeAll(c.value.fd, bytes); return .success(()) } catch {
-                if error.errno == EAGAIN {
-                    // A full socket buffer: wait for room (rare for small writes).
-                    var p = pollfd(fd: c.value.fd, events: Int16(POLLOUT), revents: 0)
-                    _ = poll(&p, 1, -1)
-                    do throws(SystemError) { try writeAll(c.value.fd, bytes); return .success(()) } catch { return .failure(ClusterError(errno: error.errno, syscall: "write")) }
-                }
-                return .failure(ClusterError(errno: error.errno, syscall: "write"))
-            }
-        }
-        try result.get()
-    }
-
-    /// Closes the connection.
-    public func close() async {
-        let c = connection
-        await c.loop.perform {
-            shutdown(c.value.fd, Int32(SHUT_WR))
-            c.value.close()
-        }
-    }
-
-    /// Takes the descriptor out of the cluster's hands; the caller must close it.
-    public func detach() async -> Int32 {
-        let c = connection
-        return await c.loop.perform { c.value.detach() }
+    /// A message with an optional handle (Node has no counterpart: its events pass the two apart).
+    public init(_ value: JSONValue, handle: ReceivedHandle? = nil) {
+        self.value = value
+        self.handle = handle
     }
 }

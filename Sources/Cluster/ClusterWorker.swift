@@ -294,6 +294,8 @@ public enum ClusterRuntime {
     /// environment (so the worker's own children are not workers). Call it once, on the loop's thread.
     public static func start(on loop: EventLoop) -> ClusterRole {
         if let role { return role }
+        // Read (and so fixed) before the worker id leaves the environment below.
+        _ = isWorker
         let env = processEnvironment()
         let r: ClusterRole
         if let text = env[ClusterEnvironment.workerID], let id = Int(text) {

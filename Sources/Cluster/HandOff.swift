@@ -54,12 +54,3 @@ extension Connection {
         return HandedOffConnection(fd: fd, releaser: Releaser(LoopBound(value: self, loop: loop)))
     }
 }
-
-extension AsyncConnection {
-    /// `Connection.handOff()` for async code: the descriptor for other code to serve and close, counted by
-    /// the server (`server.close()`, `worker.disconnect()`, `maxConnections`) until `release()`.
-    public func handOff() async -> HandedOffConnection? {
-        let c = connection
-        return await c.loop.perform { c.value.handOff() }
-    }
-}

@@ -65,6 +65,8 @@ public final class Server {
     /// A server keeps itself from listen() until it has closed, whoever else holds it: a listening server
     /// serves, and keeps the process alive, until it is closed (Node's semantics).
     private var untilClosed: Server?
+    /// Counts clustered listens, so that the primary's answer to an abandoned one is recognised.
+    private var listenAttempt = 0
 
     /// A server on `loop`; `cluster` is this process's worker runtime when it is a worker.
     public init(loop: EventLoop, cluster: ClusterWorker? = nil) {
@@ -227,7 +229,21 @@ public final class Server {
     }
 
     private func listenThroughPrimary(_ cluster: ClusterWorker, _ query: ServerRequest, requestedPort: Int) {
+        listenAttempt += 1
+        let attempt = listenAttempt
         _ = cluster.queryServer(query) { [self] ticket, grant in
+            // Closed (and perhaps listening again) before the primary answered: the answer is given back
+            // unused, as Node closes a handle that arrives for a closed server.
+            guard mode == .pending, attempt == listenAttempt else {
+                switch grant {
+                case .failed: break
+                case .roundRobin(let key, _): cluster.released(key: key, ticket: ticket)
+                case .shared(let key, let fd):
+                    Glibc.close(fd)
+                    cluster.released(key: key, ticket: ticket)
+                }
+                return
+            }
             switch grant {
             case .failed(let error):
                 fail(error)

@@ -62,6 +62,24 @@ struct ServerTests {
         run(loop, until: "the close") { closed }
         run(loop, until: "the loop having nothing left") { !loop.isAlive }
     }
+
+    @Test("a server closed while its clustered listen waits for the primary gives the answer back and never reports listening")
+    func closedWhilePending() {
+        let p = DatagramSocketTests.FakePrimary()
+        let server = Server(loop: p.loop, cluster: p.worker)
+        var listening = false
+        var closed = false
+        server.onListening = { listening = true }
+        server.listen(.tcp(host: "127.0.0.1", port: 0))
+        run(p.loop, until: "the queryServer") { !p.acts("queryServer").isEmpty }
+        server.close { _ in closed = true }
+        run(p.loop, until: "the close") { closed }
+        p.reply(to: p.acts("queryServer")[0], key: "127.0.0.1:0:4:-1:0")  // round-robin: no descriptor
+        run(p.loop, until: "the grant given back") { !p.acts("close").isEmpty }
+        #expect(p.acts("close").first?["key"] == "127.0.0.1:0:4:-1:0")
+        #expect(!listening)
+        #expect(!server.isListening)
+    }
 }
 
 /// Options of a listen or bind in one process.
