@@ -6,7 +6,8 @@ public enum Percentiles {
     /// The nearest-rank percentile of ascending `sorted` (`p` in 0...1); nil when there are no samples.
     public static func nearestRank<T: Comparable>(_ sorted: [T], _ p: Double) -> T? {
         guard !sorted.isEmpty else { return nil }
-        let rank = max(1, Int((p * Double(sorted.count)).rounded(.up)))
+        // The small allowance keeps a product such as 0.07 × 100 = 7.000000000000001 at rank 7.
+        let rank = max(1, Int((p * Double(sorted.count) - 1e-9).rounded(.up)))
         return sorted[min(rank, sorted.count) - 1]
     }
 }
