@@ -359,7 +359,7 @@ struct Bench: ParsableCommand {
     @Option(name: .long, help: "Cold-start trials; the row is their median (default 10; smoke 3).")
     var coldStarts: Int?
 
-    @Option(name: .long, help: "Idle milliseconds before RSS is read (default 1000; smoke 200).")
+    @Option(name: .long, help: "Idle milliseconds before RSS and the descriptor counts are read (default 1000; smoke 200).")
     var settleMs: Int?
 
     @Option(name: .long, help: "Round-robin connections between the two descriptor counts (default 100000; smoke 2000).")

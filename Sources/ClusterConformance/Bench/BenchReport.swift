@@ -199,11 +199,12 @@ public enum BenchReport {
             of stream (µs, nearest-rank percentiles). Errors: refused, lost (reset, or end of stream before the greeting), \
             hung (nothing within the deadline). The fixture also writes one `connection` event line per accepted \
             connection (protocol §5.4), in every implementation alike.
-            - **cold-start**: spawn of the fixture to the \(p.workers)th worker's `listening` event as the bench reads it \
-            (hello, then \(p.workers) `fork` commands whose workers listen by themselves); the median of \(p.coldStarts) trials.
+            - **cold-start**: spawn of the fixture to the `listening` event of the last of its \(p.workers) workers, as the \
+            bench reads it (hello, then \(p.workers) `fork` commands whose workers listen by themselves); the median of \
+            \(p.coldStarts) trials.
             - **memory**: VmRSS of each worker and of the primary, after listening and \(p.settleMs) ms idle.
             - **descriptors**: entries of /proc/PRIMARY/fd before and after \(grouped(p.descriptorConnections)) \
-            round-robin connections; a leak shows as growth.
+            round-robin connections (the rr row's among them), each count after \(p.settleMs) ms idle; a leak shows as growth.
             - **ipc-small**, **ipc-1mib**: the primary sends a message to one worker, which sends it straight back; the \
             next goes when the echo came. Timed by the primary (`pingpong`, protocol §3.3).
             - **chaos**: round-robin load from \(p.clients) client threads while the bench kills a worker with SIGKILL \

@@ -106,6 +106,8 @@ public struct BenchRunner: Sendable {
                     progress("bench: \(name): descriptors: \(more) more round-robin connections")
                     made += LoadClient(port: port, clients: parameters.clients, deadlineMs: parameters.deadlineMs).run(connections: more).attempted
                 }
+                // Counted idle, as before the connections: the same settle period as for memory.
+                usleep(UInt32(parameters.settleMs) * 1000)
                 guard let before = fdBefore, let after = ProcFacts.descriptorCount(primary) else {
                     throw BenchError("cannot read /proc/\(primary)/fd")
                 }
