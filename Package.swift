@@ -3,7 +3,8 @@ import PackageDescription
 
 let package = Package(
     name: "Cluster",
-    platforms: [.macOS(.v15)],
+    // Linux only: the Cluster library is built on epoll, pidfd, SOCK_SEQPACKET and /proc (Sources/Cluster
+    // refuses to compile elsewhere). No `platforms` entry, since SwiftPM has none for Linux versions.
     products: [
         .executable(name: "cluster-conformance", targets: ["cluster-conformance"]),
         .executable(name: "cluster-fixture", targets: ["cluster-fixture"]),
@@ -76,7 +77,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterSpecTests",
-            dependencies: ["ClusterSpec"],
+            dependencies: ["ClusterSpec", "ClusterJSON"],
             exclude: ["LintCases", "Coverage"]
         ),
         .testTarget(

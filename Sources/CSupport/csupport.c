@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -216,4 +217,13 @@ ssize_t csupport_recv_with_fds(int sock, void *buf, size_t len, int *fds, int ma
         }
     }
     return n;
+}
+
+int csupport_set_descriptor_limit(pid_t pid, unsigned long soft, unsigned long *old_soft) {
+    struct rlimit old;
+    if (prlimit(pid, RLIMIT_NOFILE, NULL, &old) != 0) return -1;
+    struct rlimit new_limit = { .rlim_cur = soft, .rlim_max = old.rlim_max };
+    if (prlimit(pid, RLIMIT_NOFILE, &new_limit, NULL) != 0) return -1;
+    *old_soft = old.rlim_cur;
+    return 0;
 }

@@ -1,5 +1,4 @@
 import ClusterJSON
-import Foundation
 import SystemSupport
 
 #if canImport(Glibc)
@@ -65,7 +64,7 @@ public enum PrimaryEvent: Sendable {
     /// `'disconnect'`.
     case disconnect(WorkerSnapshot)
     /// `'exit'`.
-    case exit(WorkerSnapshot, code: Int?, signal: String?)
+    case exit(WorkerSnapshot, code: Int?, signal: Signal?)
     /// `'setup'`.
     case setup(ClusterSettings)
 
@@ -96,29 +95,34 @@ public enum AsyncCluster {
     public static func start() -> AsyncClusterRole {
         let loop = EventLoop()
         loop.retain()  // the loop lives as long as the process
-        let ready = DispatchSemaphore(value: 0)
-        let role = LockedBox<AsyncClusterRole?>(nil)
-        let box = LoopBound(value: (), loop: loop)
-        Thread.detachNewThread {
-            switch Cluster.start(on: box.loop) {
-            case .primary(let p): role.set(.primary(AsyncPrimary(LoopBound(value: p, loop: box.loop))))
-            case .worker(let w): role.set(.worker(AsyncWorker(LoopBound(value: w, loop: box.loop))))
-            }
-            ready.signal()
-            box.loop.run()
+        // The runtime is set up here, before the loop's thread exists: until `run()` starts nobody else
+        // touches the loop, and starting the thread orders everything done here before it.
+        let role: AsyncClusterRole
+        switch ClusterRuntime.start(on: loop) {
+        case .primary(let p): role = .primary(AsyncPrimary(LoopBound(value: p, loop: loop)))
+        case .worker(let w): role = .worker(AsyncWorker(LoopBound(value: w, loop: loop)))
         }
-        ready.wait()
-        return role.get()!
+        startThread(LoopBound(value: (), loop: loop)) { $0.loop.run() }
+        return role
     }
 }
 
-/// A value set once by one thread and read by another after a happens-before edge.
-final class LockedBox<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: T
-    init(_ value: T) { self.value = value }
-    func set(_ v: T) { lock.lock(); value = v; lock.unlock() }
-    func get() -> T { lock.lock(); defer { lock.unlock() }; return value }
+/// A closure handed to a new thread.
+private final class ThreadStart: @unchecked Sendable {
+    let run: () -> Void
+    init(_ run: @escaping () -> Void) { self.run = run }
+}
+
+/// Runs `body(value)` on a new detached thread.
+func startThread<T>(_ value: LoopBound<T>, _ body: @escaping @Sendable (LoopBound<T>) -> Void) {
+    let start = Unmanaged.passRetained(ThreadStart { body(value) }).toOpaque()
+    var thread = pthread_t()
+    let rc = pthread_create(&thread, nil, { raw in
+        Unmanaged<ThreadStart>.fromOpaque(raw!).takeRetainedValue().run()
+        return nil
+    }, start)
+    precondition(rc == 0, "cannot start the event loop's thread: \(errnoName(rc))")
+    pthread_detach(thread)
 }
 
 /// The primary for async code: `fork`, `send`, `disconnect`, `kill`, and its events as an `AsyncStream`.
@@ -162,7 +166,7 @@ public final class AsyncPrimary: Sendable {
     }
 
     /// `worker.kill(signal)`.
-    public func kill(worker id: Int, signal: Int32 = SIGTERM) async {
+    public func kill(worker id: Int, signal: Signal = .terminate) async {
         let p = primary
         await p.loop.perform { p.value.workers[id]?.kill(signal) }
     }
@@ -288,10 +292,14 @@ public final class AsyncConnection: Sendable {
                 }
                 if let r = attempt() { k.resume(returning: r); return }
                 var watcher: Watcher?
-                watcher = c.loop.watch(c.value.fd) {
-                    guard let r = attempt() else { return }
-                    watcher?.cancel()
-                    k.resume(returning: r)
+                do throws(ClusterError) {
+                    watcher = try c.loop.watch(c.value.fd) {
+                        guard let r = attempt() else { return }
+                        watcher?.cancel()
+                        k.resume(returning: r)
+                    }
+                } catch {
+                    k.resume(returning: .failure(error))
                 }
             }
         }

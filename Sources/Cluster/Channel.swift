@@ -1,6 +1,5 @@
 import CSupport
 import ClusterJSON
-import Foundation
 import SystemSupport
 
 #if canImport(Glibc)
@@ -21,9 +20,11 @@ import Glibc
 /// Errors are never silent. A send that cannot complete returns the error (except `EAGAIN`, which
 /// queues); a queued packet that later fails to go out reports the error through `onError` and closes the
 /// channel. A peer that breaks the framing (a message over `maxMessage`, a continuation without a start, a
-/// packet over `maxPacket`) is a protocol error: `onError`, then the channel closes. A single whole
-/// packet that is not a frame (an unknown tag, bad JSON) is dropped and counted, and its descriptors are
-/// closed: a peer cannot crash its partner with bytes.
+/// packet over `maxPacket`, more than `maxDescriptors` descriptors) is a protocol error, and so is any
+/// packet that is not a frame (an unknown tag, an empty packet, JSON that does not parse): `onError`, then
+/// the channel closes and every descriptor that came with the bad packet is closed. A peer cannot crash its
+/// partner with bytes, nor keep it busy: at most `readsPerWakeUp` packets are read before the loop serves
+/// others.
 final class Channel {
     /// What a message is, as its tag byte.
     enum Kind: UInt8, CaseIterable {
@@ -63,8 +64,8 @@ final class Channel {
     /// The largest message (JSON text); a longer one fails with `EMSGSIZE`, and a peer announcing one is a
     /// protocol error.
     var maxMessage = Channel.messageLimit
-    /// Whole packets that could not be decoded, for diagnostics.
-    private(set) var malformedFrames = 0
+    /// The most packets read in one wake-up, so that a flooding peer cannot starve the loop's other work.
+    static let readsPerWakeUp = 256
 
     /// A message arrived: its kind, value and the descriptors that came with it (owned by the callee).
     var onFrame: (Kind, JSONValue, [Int32]) -> Void = { _, _, fds in fds.forEach { Glibc.close($0) } }
@@ -73,11 +74,30 @@ final class Channel {
     /// A protocol error of the peer or a failed write of queued packets; the channel closes right after.
     var onError: (ClusterError) -> Void = { _ in }
 
+    /// A channel on `fd`, which it owns. A descriptor the loop cannot watch gives a channel that reports the
+    /// error (`onError`) and closes on the next tick, as a channel whose peer failed would.
     init(fd: Int32, loop: EventLoop) {
         self.fd = fd
         self.loop = loop
-        Sockets.setNonBlocking(fd)
-        watcher = loop.watch(fd) { [weak self] in self?.readAvailable() }
+        do throws(ClusterError) {
+            try Sockets.setNonBlocking(fd)
+            watcher = try loop.watch(fd) { [weak self] in self?.readAvailable() }
+        } catch {
+            loop.nextTick { [weak self] in
+                guard let self, isOpen else { return }
+                onError(error)
+                close()
+            }
+        }
+    }
+
+    // A channel nobody holds any more is closed without callbacks: nobody is left to hear them.
+    deinit {
+        guard isOpen else { return }
+        dropQueue()
+        assembling?.fds.forEach { Glibc.close($0) }
+        watcher?.cancel()
+        Glibc.close(fd)
     }
 
     /// Packets waiting to be sent (the peer is not reading fast enough).
@@ -114,6 +134,18 @@ final class Channel {
             return send(packets: [text], fds: fds)
         }
         return send(packets: Channel.split(kind, text), fds: fds)
+    }
+
+    /// A message of the cluster's own protocol. Its loss would leave the two sides disagreeing (a hand-off
+    /// never acknowledged, a listen never answered), so a send that fails for any reason but a closed
+    /// channel is reported through `onError` and the channel closes, as for a peer's protocol error.
+    func sendControl(_ value: JSONValue, fds: [Int32] = []) {
+        guard case .failure(let error) = send(.control, value, fds: fds), error.code != "ERR_IPC_CHANNEL_CLOSED" else { return }
+        loop.nextTick { [weak self] in
+            guard let self, isOpen else { return }
+            onError(error)
+            close()
+        }
     }
 
     /// A user message as `worker.send(message)` and `process.send(message)` send it (both sides share
@@ -256,7 +288,9 @@ final class Channel {
     }
 
     private func readAvailable() {
-        while isOpen {
+        var reads = 0
+        while isOpen && reads < Channel.readsPerWakeUp {
+            reads += 1
             var fds = [Int32](repeating: -1, count: Channel.maxDescriptors)
             var nfds: Int32 = 0
             var truncated: Int32 = 0
@@ -272,13 +306,15 @@ final class Channel {
             if n == 0 {
                 received.forEach { Glibc.close($0) }
                 // A zero-length packet also reads as 0 bytes; only a hang-up is the end of the channel.
-                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                if poll(&p, 1, 0) > 0 && p.revents & Int16(POLLHUP) != 0 {
+                // A peer that shut down its sending side (or closed) is the end; POLLRDHUP (0x2000, which Glibc does
+                // not export to Swift) tells that apart from an empty packet.
+                var p = pollfd(fd: fd, events: Int16(POLLIN) | Int16(0x2000), revents: 0)
+                if poll(&p, 1, 0) > 0 && p.revents & (Int16(POLLHUP) | Int16(0x2000)) != 0 {
                     hangUp()
                     return
                 }
-                malformedFrames += 1
-                continue
+                protocolError("an empty packet")
+                return
             }
             if truncated != 0 {
                 received.forEach { Glibc.close($0) }
@@ -331,8 +367,8 @@ final class Channel {
             assembling!.fds += fds
             continueAssembly()
         } else {
-            malformedFrames += 1
             fds.forEach { Glibc.close($0) }
+            protocolError("a packet with the unknown tag \(tag)")
         }
     }
 
@@ -347,9 +383,10 @@ final class Channel {
     }
 
     private func deliver(_ kind: Kind, _ text: [UInt8], _ fds: [Int32]) {
-        guard let value = try? JSONValue.parse(bytes: text) else {
-            malformedFrames += 1
+        let value: JSONValue
+        do throws(JSONParseError) { value = try JSONValue.parse(bytes: text) } catch {
             fds.forEach { Glibc.close($0) }
+            protocolError("a message that is not JSON (\(error))")
             return
         }
         onFrame(kind, value, fds)

@@ -1,5 +1,4 @@
 import ClusterJSON
-import Foundation
 import SystemSupport
 
 #if canImport(Glibc)
@@ -19,6 +18,13 @@ public enum WorkerProcessEvent {
 
 /// The worker process's side of the cluster (Node's `cluster.worker` inside a worker): talks to the
 /// primary over the inherited channel, obtains servers from it, and follows its disconnect requests.
+///
+/// It ends the process itself in exactly two cases, both Node's documented behaviour, through
+/// `ProcessExit.exit(0)` (so `ProcessExit.onExit` hooks run): when the channel closes and the worker did
+/// not ask for it ("Workers will call `process.exit(0)` if the 'disconnect' event occurs on `process` and
+/// `.exitedAfterDisconnect` is not true", cluster.md, `worker.process`) — the primary died, say — and
+/// after `kill()` ("In the worker, it does it by killing the process", cluster.md, `worker.kill()`; Node 20
+/// exits with code 0). Nothing else in the library exits.
 public final class ClusterWorker {
     /// `cluster.worker.id`, the id the primary gave this worker.
     public let id: Int
@@ -50,7 +56,7 @@ public final class ClusterWorker {
         }
         channel.onError = { [weak self] error in self?.emitError(error) }
         channel.onClose = { [weak self] in self?.channelClosed() }
-        channel.send(.control, .object(JSONObject([("act", "online")])))
+        channel.sendControl(.object(JSONObject([("act", "online")])))
     }
 
     /// `cluster.worker.isConnected()`.
@@ -68,6 +74,14 @@ public final class ClusterWorker {
     @discardableResult
     public func send(_ message: JSONValue) -> Bool {
         channel.sendUser(message) { [weak self] in self?.emitError($0) }
+    }
+
+    /// `process.send(message)` of a `Codable` value, encoded as JSON (decode what arrives with
+    /// `JSONValue.decode(_:)`); false, with an `'error'` to follow, when it cannot be sent.
+    /// - Throws: the value's encoding error (a NaN, an integer beyond 2^53); nothing is sent then.
+    @discardableResult
+    public func send<Message: Encodable>(encoding message: Message) throws -> Bool {
+        send(try JSONValue(encoding: message))
     }
 
     /// `process.send(message, sendHandle)`: sends a handle with the message (its descriptor by SCM_RIGHTS).
@@ -92,7 +106,7 @@ public final class ClusterWorker {
     }
 
     /// `cluster.worker.kill()` / `destroy()` inside a worker: tells the primary the exit is voluntary,
-    /// disconnects and exits with code 0 (any signal argument is ignored, as in Node).
+    /// disconnects and ends the process with code 0 (any signal argument is ignored, as in Node 20).
     public func kill() {
         guard state != .destroying else { return }
         exitedAfterDisconnect = true
@@ -124,7 +138,7 @@ public final class ClusterWorker {
             let key = value["key"]?.stringValue ?? ""
             let server = roundRobin[key]
             let accepted = server?.canAcceptHandoff ?? false
-            channel.send(.control, .object(JSONObject([("act", "accepted"), ("key", .string(key)),
+            channel.sendControl(.object(JSONObject([("act", "accepted"), ("key", .string(key)),
                                                        ("handoff", value["handoff"] ?? .null), ("accepted", .bool(accepted))])))
             trace("worker \(id) acknowledged hand-off \(value["handoff"]?.intValue ?? 0): accepted \(accepted)")
             if accepted, let server { server.adopt(connection: fd) } else { close(fd) }
@@ -142,16 +156,17 @@ public final class ClusterWorker {
         var object = JSONObject(fields.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
         object["seq"] = .number(Double(seq))
         pendingReplies[seq] = callback
-        channel.send(.control, .object(object))
+        channel.sendControl(.object(object))
     }
 
     func sendControl(_ fields: [(String, JSONValue)]) {
-        channel.send(.control, .object(JSONObject(fields)))
+        channel.sendControl(.object(JSONObject(fields)))
     }
 
     private func channelClosed() {
         handlers.forEach { $0(.disconnect) }
-        // An unexpected loss of the channel (the primary died) ends the worker with code 0.
+        // An unexpected loss of the channel (the primary died) ends the worker with code 0 (Node's documented
+        // rule, see the type's comment).
         if exitWhenDisconnected || exitedAfterDisconnect != true { ProcessExit.exit(0) }
     }
 
@@ -261,11 +276,11 @@ public enum ClusterRole {
 }
 
 /// Entry point: decides the process's role once, from the environment (Node's `cluster.isPrimary`).
-public enum Cluster {
+public enum ClusterRuntime {
     nonisolated(unsafe) private static var role: ClusterRole?
 
     /// Whether this process was started as a worker (`cluster.isWorker`), known before `start(on:)`.
-    public static let isWorker: Bool = ProcessInfo.processInfo.environment[ClusterEnvironment.workerID] != nil
+    public static let isWorker: Bool = environmentValue(ClusterEnvironment.workerID) != nil
 
     /// `cluster.isPrimary`.
     public static var isPrimary: Bool { !isWorker }
@@ -275,7 +290,7 @@ public enum Cluster {
     /// environment (so the worker's own children are not workers). Call it once, on the loop's thread.
     public static func start(on loop: EventLoop) -> ClusterRole {
         if let role { return role }
-        let env = ProcessInfo.processInfo.environment
+        let env = processEnvironment()
         let r: ClusterRole
         if let text = env[ClusterEnvironment.workerID], let id = Int(text) {
             unsetenv(ClusterEnvironment.workerID)

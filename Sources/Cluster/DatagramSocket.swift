@@ -1,5 +1,4 @@
 import ClusterJSON
-import Foundation
 import SystemSupport
 
 #if canImport(Glibc)
@@ -31,6 +30,9 @@ public final class DatagramSocket {
     private var buffer = [UInt8](repeating: 0, count: 65536)
     private var referenced = true
     private var state = State.unbound
+    /// A socket keeps itself from bind() until it is closed (or the bind failed), whoever else holds it: a
+    /// bound socket receives, and keeps the process alive, until closed (Node's semantics).
+    private var untilClosed: DatagramSocket?
 
     /// Where the socket is in its life (dgram.js `bindState`, plus closed).
     private enum State {
@@ -51,7 +53,7 @@ public final class DatagramSocket {
         self.cluster = cluster
     }
 
-    // A socket dropped while bound is closed: nothing keeps watching a socket nobody serves.
+    // Reached only when unbound or closed (a bound socket holds itself); releases whatever is left.
     deinit {
         watcher?.cancel()
         if fd >= 0 { Glibc.close(fd) }
@@ -84,6 +86,7 @@ public final class DatagramSocket {
             return
         }
         let address = host.flatMap { Sockets.resolve($0)?.address } ?? (family == .udp6 ? "::" : "0.0.0.0")
+        untilClosed = self
         if let cluster, !exclusive {
             var query = ServerRequest(address: address, port: port, addressType: family == .udp6 ? .udp6 : .udp4,
                                       fd: -1, backlog: 0)
@@ -93,7 +96,9 @@ public final class DatagramSocket {
         } else {
             switch Sockets.bound(udp: true, host: address, port: port, ipv6Only: ipv6Only, reuseAddress: reuseAddress) {
             case .success(let s): adopt(s, then: nil)
-            case .failure(let e): loop.nextTick { [self] in onError(e) }
+            case .failure(let e):
+                untilClosed = nil
+                loop.nextTick { [self] in onError(e) }
             }
         }
     }
@@ -110,6 +115,7 @@ public final class DatagramSocket {
         }
         guard state == .unbound else { throw DatagramSocket.alreadyBound }
         if let cluster, !exclusive {
+            untilClosed = self
             // Node sends address and port null; the descriptor number is the key.
             let query = ServerRequest(address: nil, port: 0, addressType: family == .udp6 ? .udp6 : .udp4,
                                       fd: descriptor, backlog: 0)
@@ -119,6 +125,7 @@ public final class DatagramSocket {
         guard Sockets.isUDP(descriptor) else {
             throw ClusterError(code: "ERR_INVALID_FD_TYPE", message: "Unsupported fd type: descriptor \(descriptor) is not a UDP socket")
         }
+        untilClosed = self
         adopt(descriptor, then: nil)
     }
 
@@ -134,6 +141,7 @@ public final class DatagramSocket {
             case .failed(var e):
                 guard state == .binding else { return }
                 state = .unbound
+                untilClosed = nil
                 if query.fd != nil && query.fd! >= 0 {
                     // Opening the primary's descriptor failed (Node: an ErrnoException of 'open').
                     e = ClusterError(code: e.code, errno: e.errno, syscall: "open", message: "open \(e.code)")
@@ -144,6 +152,7 @@ public final class DatagramSocket {
                 cluster.released(key: key, ticket: ticket)
                 guard state == .binding else { return }
                 state = .unbound
+                untilClosed = nil
                 loop.nextTick { [self] in onError(ClusterError(code: "EPROTO", message: "the primary sent no socket for a UDP bind")) }
             case .shared(let key, let sharedFD):
                 guard state == .binding else {
@@ -166,8 +175,14 @@ public final class DatagramSocket {
     private func adopt(_ socket: Int32, then report: (() -> Void)?) {
         fd = socket
         state = .bound
-        Sockets.setNonBlocking(socket)
-        watcher = loop.watch(socket, referenced: referenced) { [weak self] in self?.receiveAll() }
+        do throws(ClusterError) {
+            try Sockets.setNonBlocking(socket)
+            watcher = try loop.watch(socket, referenced: referenced) { [weak self] in self?.receiveAll() }
+        } catch {
+            close()
+            loop.nextTick { [self] in onError(error) }
+            return
+        }
         loop.nextTick { [self] in
             guard state == .bound else { return }
             onListening()
@@ -184,17 +199,27 @@ public final class DatagramSocket {
                     recvfrom(fd, raw.baseAddress, raw.count, 0, a.baseAddress!.assumingMemoryBound(to: sockaddr.self), &from.length)
                 }
             }
-            if n < 0 { return }
+            if n < 0 {
+                // Node's dgram emits a receive error (an ICMP error reported on the socket, say) as 'error'.
+                if errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR {
+                    onError(ClusterError(errno: errno, syscall: "recvmsg"))
+                }
+                return
+            }
             onMessage(Array(buffer[0..<n]), from)
         }
     }
 
-    /// `socket.send(bytes, port, address)`: one datagram to `destination`.
-    @discardableResult
-    public func send(_ bytes: [UInt8], to destination: SocketAddress) -> Bool {
-        guard fd >= 0 else { return false }
-        let n = destination.withSockaddr { a, l in bytes.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, 0, a, l) } }
-        return n == bytes.count
+    /// `socket.send(bytes, port, address)`: one datagram to `destination`, sent at once.
+    /// - Throws: `ERR_SOCKET_DGRAM_NOT_RUNNING` when the socket is not bound or closed; the errno of
+    ///   `sendto` otherwise (`EAGAIN` when the socket's send buffer is full: the datagram was not sent).
+    public func send(_ bytes: [UInt8], to destination: SocketAddress) throws(ClusterError) {
+        guard fd >= 0 else { throw ClusterError(code: "ERR_SOCKET_DGRAM_NOT_RUNNING", message: "Not running") }
+        while true {
+            let n = destination.withSockaddr { a, l in bytes.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), a, l) } }
+            if n >= 0 { return }
+            if errno != EINTR { throw ClusterError(errno: errno, syscall: "send") }
+        }
     }
 
     /// `socket.close()`: stops receiving and closes the socket; `'close'` follows on the next tick. Closing
@@ -203,6 +228,8 @@ public final class DatagramSocket {
     public func close() {
         guard state != .closed else { return }
         state = .closed
+        // The strong capture below keeps the socket until its 'close' is delivered.
+        untilClosed = nil
         watcher?.cancel()
         watcher = nil
         if fd >= 0 { Glibc.close(fd) }

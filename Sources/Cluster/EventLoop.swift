@@ -1,6 +1,6 @@
 import CSupport
-import Foundation
 import Synchronization
+import SystemSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -26,13 +26,24 @@ public final class EventLoop: @unchecked Sendable {
     private var stopRequested = false
     private var events = [epoll_event](repeating: epoll_event(), count: 64)
 
-    /// A new loop; it runs on the thread that calls `run()`.
+    /// A new loop; it runs on the thread that calls `run()`. Like libuv's `uv_loop_init` failing inside
+    /// Node, a process that cannot get the two descriptors a loop needs (out of descriptors) cannot go on:
+    /// that stops the process with the errno named.
     public init() {
         epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
-        wakeFD = csupport_eventfd()
-        precondition(epfd >= 0 && wakeFD >= 0, "cannot create an event loop: \(String(cString: strerror(errno)))")
+        let epollErrno = errno
+        wakeFD = epfd >= 0 ? csupport_eventfd() : -1
+        let wakeErrno = errno
         var event = epoll_event(events: EPOLLIN.rawValue, data: epoll_data_t(u64: 0))
-        epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, &event)
+        let added = epfd >= 0 && wakeFD >= 0 ? epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, &event) : 0
+        precondition(epfd >= 0 && wakeFD >= 0 && added == 0,
+                     "cannot create an event loop: \(errnoName(epfd < 0 ? epollErrno : wakeFD < 0 ? wakeErrno : errno))")
+    }
+
+    // Watchers hold their loop, so a loop is only released once none is registered.
+    deinit {
+        close(wakeFD)
+        close(epfd)
     }
 
     // MARK: - Watchers
@@ -42,19 +53,25 @@ public final class EventLoop: @unchecked Sendable {
     /// became ready in the same wake-up: epoll's order within a batch need not follow the order in which
     /// things happened, and a round-robin primary must read the workers' acknowledgements before it
     /// accepts the next connection.
-    public func watch(_ fd: Int32, referenced: Bool = true, lastInBatch: Bool = false, onReadable: @escaping () -> Void) -> Watcher {
+    /// - Throws: the errno of `epoll_ctl` (`ENOMEM`, `ENOSPC` when the per-user watch limit is reached,
+    ///   `EBADF` for a closed descriptor).
+    public func watch(_ fd: Int32, referenced: Bool = true, lastInBatch: Bool = false,
+                      onReadable: @escaping () -> Void) throws(ClusterError) -> Watcher {
         let id = nextWatcherID
+        var event = epoll_event(events: EPOLLIN.rawValue, data: epoll_data_t(u64: id))
+        var pollable = true
+        if epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) != 0 {
+            // epoll refuses regular files and some devices (/dev/null as stdin) with EPERM; POSIX says they
+            // are always readable, so they are called on every turn of the loop. Anything else is an error.
+            guard errno == EPERM else { throw ClusterError(errno: errno, syscall: "epoll_ctl") }
+            pollable = false
+        }
         nextWatcherID += 1
         let w = Watcher(loop: self, id: id, fd: fd, onReadable: onReadable)
         w.lastInBatch = lastInBatch
+        w.pollable = pollable
         watchers[id] = w
-        var event = epoll_event(events: EPOLLIN.rawValue, data: epoll_data_t(u64: id))
-        if epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) != 0 {
-            // epoll refuses regular files and some devices (/dev/null as stdin); POSIX says they are
-            // always readable, so they are called on every turn of the loop.
-            w.pollable = false
-            alwaysReady.append(w)
-        }
+        if !pollable { alwaysReady.append(w) }
         if referenced { w.ref() }
         return w
     }
@@ -64,11 +81,19 @@ public final class EventLoop: @unchecked Sendable {
         var mask: UInt32 = w.reading ? EPOLLIN.rawValue : 0
         if w.onWritable != nil { mask |= EPOLLOUT.rawValue }
         var event = epoll_event(events: mask, data: epoll_data_t(u64: w.id))
-        epoll_ctl(epfd, EPOLL_CTL_MOD, w.fd, &event)
+        if epoll_ctl(epfd, EPOLL_CTL_MOD, w.fd, &event) != 0 {
+            // Only a descriptor closed behind the watcher's back (EBADF, ENOENT) or ENOMEM gets here. The
+            // watcher is polled on every turn from now on, so its owner reaches the descriptor's own error
+            // (or its readiness) instead of waiting for an event that cannot come.
+            w.pollable = false
+            epoll_ctl(epfd, EPOLL_CTL_DEL, w.fd, nil)
+            alwaysReady.append(w)
+        }
     }
 
     fileprivate func remove(_ w: Watcher) {
-        if w.pollable { epoll_ctl(epfd, EPOLL_CTL_DEL, w.fd, nil) } else { alwaysReady.removeAll { $0 === w } }
+        // A failed EPOLL_CTL_DEL means the descriptor is already closed, which removed it from the set.
+        if w.pollable { _ = epoll_ctl(epfd, EPOLL_CTL_DEL, w.fd, nil) } else { alwaysReady.removeAll { $0 === w } }
         watchers[w.id] = nil
     }
 
@@ -171,8 +196,12 @@ public final class EventLoop: @unchecked Sendable {
             }
         }
         for w in alwaysReady where !w.cancelled {
-            w.onReadable()
+            if w.reading { w.onReadable() }
             runTicks()
+            if !w.cancelled, let writable = w.onWritable {
+                writable()
+                runTicks()
+            }
         }
         runTicks()
     }
@@ -188,7 +217,9 @@ public final class EventLoop: @unchecked Sendable {
 
 /// A descriptor watched by an event loop.
 public final class Watcher {
-    unowned let loop: EventLoop
+    // Strong: a watcher outliving its loop's other users still needs the loop to cancel itself. The cycle
+    // (the loop's table holds the watcher) ends at `cancel()`.
+    let loop: EventLoop
     let id: UInt64
     /// The watched descriptor.
     public let fd: Int32

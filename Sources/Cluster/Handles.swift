@@ -1,5 +1,4 @@
 import ClusterJSON
-import Foundation
 import SystemSupport
 
 #if canImport(Glibc)
@@ -11,7 +10,7 @@ extension ServerRequest {
     /// that a path too long for `sun_path` still binds when its relative form fits (Node's rule).
     var bindPath: String {
         guard let path = address else { return "" }
-        let cwd = FileManager.default.currentDirectoryPath
+        guard let cwd = currentDirectory() else { return path }
         if path.hasPrefix(cwd + "/") {
             let relative = String(path.dropFirst(cwd.count + 1))
             if relative.utf8.count < path.utf8.count { return relative }
@@ -36,15 +35,22 @@ func sockname(of fd: Int32) -> JSONValue? {
                                ("port", .number(Double(a.port)))]))
 }
 
-/// Set `SWIFT_CLUSTER_TRACE=1` to log hand-offs and acknowledgements to stderr.
-let traceFD: Int32 = ProcessInfo.processInfo.environment["SWIFT_CLUSTER_TRACE"].map { open($0, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644) } ?? -1
+/// Set `SWIFT_CLUSTER_TRACE` to a file path to append a log of hand-offs, acknowledgements and channel
+/// trouble to that file (a diagnostic of this library; Node has no counterpart).
+let traceFD: Int32 = environmentValue("SWIFT_CLUSTER_TRACE").map { open($0, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644) } ?? -1
 var traceHandoffs: Bool { traceFD >= 0 }
+
+/// `value` in decimal, zero-padded on the left to `width` digits.
+private func zeroPadded(_ value: Int, width: Int) -> String {
+    let digits = String(value)
+    return String(repeating: "0", count: max(0, width - digits.count)) + digits
+}
 
 func trace(_ text: @autoclosure () -> String) {
     guard traceHandoffs else { return }
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
-    let line = "[cluster \(getpid()) \(ts.tv_sec % 1000).\(String(format: "%06d", ts.tv_nsec / 1000))] \(text())\n"
+    let line = "[cluster \(getpid()) \(ts.tv_sec % 1000).\(zeroPadded(ts.tv_nsec / 1000, width: 6))] \(text())\n"
     _ = line.withCString { write(traceFD, $0, strlen($0)) }
 }
 
@@ -54,7 +60,8 @@ func trace(_ text: @autoclosure () -> String) {
 /// `RoundRobinQueue`; this is its sockets.
 final class RoundRobinHandle: ServerHandle {
     let key: String
-    private unowned let primary: Primary
+    // Strong: the primary's table holds the handle until its last worker leaves, which ends the cycle.
+    private let primary: Primary
     private var listenFD: Int32 = -1
     private var watcher: Watcher?
     private var unixPath: String?
@@ -75,8 +82,12 @@ final class RoundRobinHandle: ServerHandle {
                                            readableAll: request.readableAll, writableAll: request.writableAll)
         case .descriptor:
             if let fd = request.fd, Sockets.type(of: fd) == Int32(SOCK_STREAM.rawValue) {
-                Sockets.setNonBlocking(fd)
-                result = listen(fd, request.backlog) == 0 ? .success(fd) : .failure(ClusterError(errno: errno, syscall: "listen"))
+                do throws(ClusterError) {
+                    try Sockets.setNonBlocking(fd)
+                    result = listen(fd, request.backlog) == 0 ? .success(fd) : .failure(ClusterError(errno: errno, syscall: "listen"))
+                } catch {
+                    result = .failure(error)
+                }
             } else {
                 result = .failure(ClusterError(code: "EINVAL", errno: EINVAL, syscall: "listen", message: "descriptor \(request.fd ?? -1) is not a stream socket"))
             }
@@ -85,8 +96,15 @@ final class RoundRobinHandle: ServerHandle {
         }
         switch result {
         case .success(let fd):
-            listenFD = fd
-            watcher = primary.loop.watch(fd, lastInBatch: true) { [unowned self] in acceptOne() }
+            do throws(ClusterError) {
+                watcher = try primary.loop.watch(fd, lastInBatch: true) { [weak self] in self?.acceptOne() }
+                listenFD = fd
+                Sockets.keepReserve()
+            } catch {
+                close(fd)
+                if let unixPath { unlink(unixPath) }
+                bindError = error
+            }
         case .failure(let e):
             bindError = e
         }
@@ -123,7 +141,10 @@ final class RoundRobinHandle: ServerHandle {
     private func acceptOne() {
         switch Sockets.accept(listenFD) {
         case .success(let fd)?: send(queue.distribute(fd))
-        case .failure?, nil: break  // EAGAIN, or an accept error (EMFILE, ECONNABORTED): skipped
+        case .failure(let error)?:
+            // Nobody to tell: Node's round-robin handle drops an accept error too.
+            trace("accept on \(key) failed: \(error)")
+        case nil: break
         }
     }
 
@@ -153,13 +174,21 @@ final class RoundRobinHandle: ServerHandle {
         send(ack.next)
     }
 
-    /// The worker's channel closed before it answered hand-off `id`. Node keeps such a connection open
-    /// for as long as the primary lives, though no worker will ever serve it; here it is closed, so the
-    /// client sees the end and the descriptor is not held for nothing.
+    /// The worker's channel closed before it answered hand-off `id` (it died, say). Node keeps such a
+    /// connection open for as long as the primary lives, though no worker will ever serve it; here it goes
+    /// to another worker, as a refused one does, or is closed when none is left, so no client waits for
+    /// nothing.
     func abandoned(_ id: Int) {
-        guard let connection = queue.abandon(id) else { return }
-        trace("hand-off \(id) abandoned: its worker's channel closed")
-        close(connection)
+        switch queue.abandon(id) {
+        case .requeued(let handoff)?:
+            trace("hand-off \(id) abandoned by its worker: offered again")
+            send(handoff)
+        case .dropped(let connection)?:
+            trace("hand-off \(id) abandoned, and no worker is left: closed")
+            close(connection)
+        case nil:
+            break
+        }
     }
 }
 

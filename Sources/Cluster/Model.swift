@@ -1,5 +1,4 @@
 import ClusterJSON
-import Foundation
 
 #if canImport(Glibc)
 import Glibc
@@ -151,7 +150,7 @@ public enum ClusterEvent {
     /// `'disconnect'`: a worker's IPC channel closed.
     case disconnect(Worker)
     /// `'exit'`: a worker's process ended with a code or a signal.
-    case exit(Worker, code: Int?, signal: String?)
+    case exit(Worker, code: Int?, signal: Signal?)
     /// `'setup'`: `setupPrimary()` ran (also implicitly in every `fork()`).
     case setup(ClusterSettings)
 }
@@ -167,7 +166,7 @@ public enum WorkerEvent {
     /// `'disconnect'`.
     case disconnect
     /// `'exit'`.
-    case exit(code: Int?, signal: String?)
+    case exit(code: Int?, signal: Signal?)
     /// `'error'`: e.g. a send on a closed channel (`ERR_IPC_CHANNEL_CLOSED`).
     case error(ClusterError)
 }

@@ -1,6 +1,5 @@
 import CSupport
 import ClusterJSON
-import Foundation
 import SystemSupport
 
 #if canImport(Glibc)
@@ -30,7 +29,7 @@ public final class Primary {
     /// A primary on `loop`. The policy comes from `NODE_CLUSTER_SCHED_POLICY` (`rr`, `none`; anything
     /// else is ignored), else the platform default: `none` on Windows (or `SWIFT_CLUSTER_PLATFORM=win32`),
     /// `rr` elsewhere.
-    public init(loop: EventLoop, environment: [String: String] = ProcessInfo.processInfo.environment) {
+    public init(loop: EventLoop, environment: [String: String] = processEnvironment()) {
         self.loop = loop
         self.environment = environment
         schedulingPolicy = Primary.defaultPolicy(environment)
@@ -93,7 +92,7 @@ public final class Primary {
 
     /// The resolved path of the running executable (`/proc/self/exe`).
     public static func currentExecutable() -> String {
-        URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        symbolicLinkTarget("/proc/self/exe") ?? CommandLine.arguments[0]
     }
 
     /// `cluster.fork(env)`: spawns a worker running the configured executable, with `env` over the
@@ -107,7 +106,7 @@ public final class Primary {
         let s = settings!
         let id = nextID
         nextID += 1
-        var childEnv = ProcessInfo.processInfo.environment
+        var childEnv = processEnvironment()
         for (k, v) in env { childEnv[k] = v }
         childEnv[ClusterEnvironment.workerID] = String(id)
 
@@ -175,10 +174,24 @@ public final class Primary {
             loop.nextTick { [self] in emit(.fork(worker)) }
             return worker
         }
+        // The exit is watched through a pidfd. Without one the primary could never report the worker's 'exit',
+        // so a worker that cannot be watched is not kept: it is killed and reaped, and fork() throws.
+        let pidfd = csupport_pidfd_open(pid)
+        var exitWatcher: Watcher?
+        do throws(ClusterError) {
+            guard pidfd >= 0 else { throw ClusterError(errno: errno, syscall: "pidfd_open") }
+            exitWatcher = try loop.watch(pidfd) {}
+        } catch {
+            if pidfd >= 0 { close(pidfd) }
+            Glibc.kill(pid, SIGKILL)
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            throw error
+        }
         keep = true
         let worker = Worker(id: id, pid: pid, primary: self, channel: Channel(fd: channelFD, loop: loop), stdio: parentEnds)
         workers[id] = worker
-        worker.start()
+        worker.start(pidfd: pidfd, exitWatcher: exitWatcher!)
         loop.nextTick { [self] in emit(.fork(worker)) }
         return worker
     }
@@ -253,7 +266,7 @@ public final class Primary {
     func reply(to worker: Worker, _ request: JSONValue, _ fields: [String: JSONValue], fd: Int32? = nil) {
         var object = JSONObject([("act", .string("reply")), ("ack", request["seq"] ?? .null)])
         for (k, v) in fields.sorted(by: { $0.key < $1.key }) { object[k] = v }
-        worker.channel.send(.control, .object(object), fds: fd.map { [$0] } ?? [])
+        worker.channel.sendControl(.object(object), fds: fd.map { [$0] } ?? [])
     }
 
     /// A worker asks for a server (primary.js `queryServer`).
@@ -303,7 +316,9 @@ public final class Worker {
     /// The primary's end of the worker's stderr when it is a pipe (`silent`): `stdio[2]`.
     public var standardError: Int32? { stdio.count > 2 ? stdio[2] : nil }
     let channel: Channel
-    unowned let primary: Primary
+    // Strong: a worker keeps its primary while it runs (the primary's table and `untilExit` end the cycle at
+    // the worker's exit).
+    let primary: Primary
     private var handlers: [(WorkerEvent) -> Void] = []
     private var exitWatcher: Watcher?
     private var pidfd: Int32 = -1
@@ -311,7 +326,7 @@ public final class Worker {
     /// process object does), so its exit is always collected.
     private var untilExit: Worker?
     /// How the process ended, once it did.
-    public private(set) var termination: (code: Int?, signal: String?)?
+    public private(set) var termination: (code: Int?, signal: Signal?)?
     /// Round-robin hand-offs sent to this worker and not answered yet, by the number the worker echoes
     /// back: the handle and its hand-off id.
     private var unanswered: [Int: (handle: RoundRobinHandle, id: Int)] = [:]
@@ -325,7 +340,8 @@ public final class Worker {
         self.stdio = stdio
     }
 
-    func start() {
+    /// Wires the channel and the exit watcher (a watcher of `pidfd`, registered by `fork()`).
+    func start(pidfd: Int32, exitWatcher: Watcher) {
         untilExit = self
         channel.onFrame = { [weak self] kind, value, fds in
             guard let self else { fds.forEach { close($0) }; return }
@@ -341,10 +357,9 @@ public final class Worker {
         }
         channel.onError = { [weak self] error in self?.emit(.error(error)) }
         channel.onClose = { [weak self] in self?.channelClosed() }
-        pidfd = csupport_pidfd_open(pid)
-        if pidfd >= 0 {
-            exitWatcher = primary.loop.watch(pidfd) { [weak self] in self?.reap() }
-        }
+        self.pidfd = pidfd
+        self.exitWatcher = exitWatcher
+        exitWatcher.onReadable = { [weak self] in self?.reap() }
     }
 
     /// A worker whose process could not be started: 'error' on the next tick, after which it is dead;
@@ -382,6 +397,14 @@ public final class Worker {
         channel.sendUser(message) { [weak self] in self?.emit(.error($0)) }
     }
 
+    /// `worker.send(message)` of a `Codable` value, encoded as JSON (decode what arrives with
+    /// `JSONValue.decode(_:)`); false, with an `'error'` to follow, when it cannot be sent.
+    /// - Throws: the value's encoding error (a NaN, an integer beyond 2^53); nothing is sent then.
+    @discardableResult
+    public func send<Message: Encodable>(encoding message: Message) throws -> Bool {
+        send(try JSONValue(encoding: message))
+    }
+
     /// `worker.send(message, sendHandle)`: sends a handle with the message (its descriptor by SCM_RIGHTS).
     /// A sent server keeps listening here; a sent connection is closed here unless `keepOpen`. Returns
     /// false, with an `'error'` event to follow, when the message cannot be sent (the handle then stays
@@ -398,16 +421,26 @@ public final class Worker {
     @discardableResult
     public func disconnect() -> Worker {
         exitedAfterDisconnect = true
-        channel.send(.control, .object(JSONObject([("act", "disconnect")])))
+        channel.sendControl(.object(JSONObject([("act", "disconnect")])))
         primary.removeHandles(for: self)
         primary.removeWorker(self)
         return self
     }
 
     /// `worker.kill(signal)` (also `destroy`): sends the signal (default SIGTERM) at once, as Node 20 does.
-    public func kill(_ signal: Int32 = SIGTERM) {
+    /// Returns whether it was sent (Node's `subprocess.kill()`): false for a worker that has exited or
+    /// never started; a refusal (`EPERM`, `EINVAL`) also emits `'error'` on the next tick.
+    @discardableResult
+    public func kill(_ signal: Signal = .terminate) -> Bool {
         // pid 0 (a worker that never started) would signal this process's whole group.
-        if termination == nil && pid > 0 { Glibc.kill(pid, signal) }
+        guard termination == nil && pid > 0 else { return false }
+        guard Glibc.kill(pid, signal.rawValue) != 0 else { return true }
+        let e = errno
+        if e != ESRCH {
+            let error = ClusterError(errno: e, syscall: "kill")
+            primary.loop.nextTick { [weak self] in self?.emit(.error(error)) }
+        }
+        return false
     }
 
     /// Records that hand-off `id` of `handle` is on its way to this worker; returns the number the
@@ -451,11 +484,11 @@ public final class Worker {
         if csupport_wifexited(status) != 0 {
             finish(code: Int(csupport_wexitstatus(status)), signal: nil)
         } else if csupport_wifsignaled(status) != 0 {
-            finish(code: nil, signal: Signals.name(csupport_wtermsig(status)))
+            finish(code: nil, signal: Signal(rawValue: csupport_wtermsig(status)))
         }
     }
 
-    private func finish(code: Int?, signal: String?) {
+    private func finish(code: Int?, signal: Signal?) {
         exitWatcher?.cancel()
         exitWatcher = nil
         close(pidfd)

@@ -46,10 +46,22 @@ struct RoundRobinQueue<Connection> {
         return (orphaned, true)
     }
 
-    /// Hand-off `id` will never be answered (its worker's channel closed): its connection is returned for
-    /// the caller to close, since the worker may have served part of it. Nil when it was answered.
-    mutating func abandon(_ id: Int) -> Connection? {
-        inFlight.removeValue(forKey: id)?.connection
+    /// What becomes of a hand-off that will never be answered.
+    enum Abandoned {
+        /// Offered again: handed to the worker free longest, or waiting (nil) for one.
+        case requeued(Handoff?)
+        /// No worker is left on the handle: the caller closes the connection.
+        case dropped(Connection)
+    }
+
+    /// Hand-off `id` will never be answered (its worker's channel closed before its answer arrived). A
+    /// worker answers before it serves a connection, and every answer it wrote is read before its channel
+    /// counts as closed, so the worker never served this connection: it is offered to the other workers as a
+    /// refusal is. Nil when it was answered.
+    mutating func abandon(_ id: Int) -> Abandoned? {
+        guard let entry = inFlight.removeValue(forKey: id) else { return nil }
+        if members.isEmpty { return .dropped(entry.connection) }
+        return .requeued(distribute(entry.connection))
     }
 
     /// A connection was accepted: queue it and hand it to the worker free longest, if any.

@@ -1,5 +1,4 @@
 import ClusterJSON
-import Foundation
 import SystemSupport
 
 #if canImport(Glibc)
@@ -63,6 +62,9 @@ public final class Server {
     private var closeCallbacks: [(ClusterError?) -> Void] = []
     private var referenced = true
     private var retainsLoop = false
+    /// A server keeps itself from listen() until it has closed, whoever else holds it: a listening server
+    /// serves, and keeps the process alive, until it is closed (Node's semantics).
+    private var untilClosed: Server?
 
     /// A server on `loop`; `cluster` is this process's worker runtime when it is a worker.
     public init(loop: EventLoop, cluster: ClusterWorker? = nil) {
@@ -73,7 +75,7 @@ public final class Server {
     /// Whether the server is listening.
     public var isListening: Bool { mode == .listening }
 
-    // A server dropped while listening stops listening: nothing keeps watching a socket nobody serves.
+    // Reached only when idle or closed (a listening server holds itself); releases whatever is left.
     deinit {
         watcher?.cancel()
         if listenFD >= 0 { Glibc.close(listenFD) }
@@ -105,8 +107,9 @@ public final class Server {
 
     private func applyReference() {
         if let watcher { referenced ? watcher.ref() : watcher.unref() }
-        // A round-robin server has nothing to watch: it holds the loop while it listens and is referenced.
-        let hold = referenced && mode == .listening && clustered != nil && listenFD < 0
+        // A server without a watcher (round-robin in a worker, or one whose socket was handed off) holds the
+        // loop while it listens and is referenced.
+        let hold = referenced && mode == .listening && watcher == nil
         guard hold != retainsLoop else { return }
         retainsLoop = hold
         if hold { loop.retain() } else { loop.release() }
@@ -132,19 +135,20 @@ public final class Server {
             return
         }
         mode = .pending
+        untilClosed = self
         roundRobinAddress = nil
         switch target {
         case .handle(let fd):
-            Sockets.setNonBlocking(fd)
+            do throws(ClusterError) { try Sockets.setNonBlocking(fd) } catch { fail(error); return }
             if Glibc.listen(fd, backlog) != 0 { fail(ClusterError(errno: errno, syscall: "listen")); return }
-            listening(on: fd)
+            listening(on: fd, owned: false)
         case .fd(let fd):
             if let cluster {
                 listenThroughPrimary(cluster, ServerRequest(address: nil, port: 0, addressType: .descriptor, fd: fd, backlog: backlog), requestedPort: 0)
             } else {
-                Sockets.setNonBlocking(fd)
+                do throws(ClusterError) { try Sockets.setNonBlocking(fd) } catch { fail(error); return }
                 if Glibc.listen(fd, backlog) != 0 { fail(ClusterError(errno: errno, syscall: "listen")); return }
-                listening(on: fd)
+                listening(on: fd, owned: false)
             }
         case .tcp(let host, let port, let ipv6Only):
             var resolved: (address: String, family: Int)?
@@ -174,7 +178,7 @@ public final class Server {
                                   message: "can not set readableAll or writableAll to true when path is abstract unix socket"))
                 return
             }
-            let absolute = URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL.path
+            let absolute = absolutePath(path)
             if let cluster, !exclusive {
                 var query = ServerRequest(address: absolute, port: -1, addressType: .unix, fd: nil, backlog: backlog)
                 query.readableAll = readableAll
@@ -194,13 +198,27 @@ public final class Server {
 
     private func fail(_ error: ClusterError) {
         mode = .idle
+        // The strong capture keeps the server until its 'error' is delivered.
+        untilClosed = nil
         loop.nextTick { [self] in onError(error) }
     }
 
-    private func listening(on fd: Int32, then report: (() -> Void)? = nil) {
+    /// Starts accepting on `fd`; a socket the server made itself (`owned`) is closed if that fails.
+    private func listening(on fd: Int32, owned: Bool = true, then report: (() -> Void)? = nil) {
+        do throws(ClusterError) {
+            watcher = try loop.watch(fd, referenced: referenced) { [weak self] in self?.acceptAll() }
+        } catch {
+            if owned { Glibc.close(fd) }
+            if let unlinkPath { unlink(unlinkPath) }
+            unlinkPath = nil
+            if let (key, ticket) = clustered { cluster?.released(key: key, ticket: ticket) }
+            clustered = nil
+            fail(error)
+            return
+        }
         listenFD = fd
         mode = .listening
-        watcher = loop.watch(fd, referenced: referenced) { [weak self] in self?.acceptAll() }
+        Sockets.keepReserve()
         loop.nextTick { [self] in
             guard mode == .listening else { return }
             onListening()
@@ -251,7 +269,10 @@ public final class Server {
                                       message: "bind EADDRINUSE \(query.address ?? "null"):\(requestedPort)"))
                     return
                 }
-                Sockets.setNonBlocking(fd)
+                do throws(ClusterError) { try Sockets.setNonBlocking(fd) } catch {
+                    fail(error)
+                    return
+                }
                 if Glibc.listen(fd, query.backlog) != 0 {
                     fail(ClusterError(errno: errno, syscall: "listen"))
                     return
@@ -260,6 +281,25 @@ public final class Server {
                 listening(on: fd) { cluster.reportListening(ticket, port: port) }
             }
         }
+    }
+
+    /// Hands the listening socket to other code that accepts on it itself — SwiftNIO's
+    /// `ServerBootstrap.withBoundSocket`, say — as a duplicate the caller owns and closes. From then on this
+    /// server accepts nothing, but it still listens as far as the cluster is concerned (it keeps its place
+    /// in the primary's shared handle and keeps the loop alive) until `close()` or the worker's
+    /// disconnect; close the caller's socket then too. Node has no counterpart (its handle stays with
+    /// libuv).
+    /// - Returns: nil when this process has no listening socket to give: not listening, or a round-robin
+    ///   server in a worker, whose primary accepts (hand its connections off instead).
+    /// - Throws: the errno of duplicating the socket (`EMFILE`).
+    public func handOffListeningSocket() throws(ClusterError) -> Int32? {
+        guard mode == .listening, listenFD >= 0, let watcher else { return nil }
+        let copy = fcntl(listenFD, F_DUPFD_CLOEXEC, 0)
+        guard copy >= 0 else { throw ClusterError(errno: errno, syscall: "dup") }
+        watcher.cancel()
+        self.watcher = nil
+        applyReference()
+        return copy
     }
 
     // MARK: - Connections
@@ -272,14 +312,22 @@ public final class Server {
     private var atLimit: Bool { (maxConnections ?? 0) > 0 && connectionCount >= maxConnections! }
 
     func adopt(connection fd: Int32) {
-        Sockets.setNonBlocking(fd)
+        // A descriptor that arrived broken is dropped; the client sees its connection closed.
+        do throws(ClusterError) { try Sockets.setNonBlocking(fd) } catch {
+            Glibc.close(fd)
+            return
+        }
         connectionCount += 1
         onConnection(Connection(fd: fd, server: self))
     }
 
     private func acceptAll() {
         while mode == .listening, let result = Sockets.accept(listenFD) {
-            guard case .success(let fd) = result else { return }
+            guard case .success(let fd) = result else {
+                // Node's net.Server emits an accept error as 'error' and goes on listening.
+                if case .failure(let error) = result { onError(error) }
+                return
+            }
             // Over the limit, a server that accepts itself drops the connection ('drop').
             if atLimit { Glibc.close(fd); continue }
             connectionCount += 1
@@ -321,6 +369,7 @@ public final class Server {
 
     private func finishClose() {
         mode = .closed
+        untilClosed = nil
         let callbacks = closeCallbacks
         closeCallbacks.removeAll()
         loop.nextTick { [self] in
@@ -348,9 +397,10 @@ public final class Connection {
     /// A connection for a connected socket this process owns, such as one received with a message
     /// (`ReceivedHandle.take()`); it becomes non-blocking and belongs to no server (Node:
     /// `new net.Socket({fd})`).
-    public init(adopting fd: Int32) {
+    /// - Throws: `EBADF` when `fd` is not an open descriptor (it is then not owned).
+    public init(adopting fd: Int32) throws(ClusterError) {
+        try Sockets.setNonBlocking(fd)
         self.fd = fd
-        Sockets.setNonBlocking(fd)
     }
 
     // A connection nobody holds any more is closed, so its descriptor never leaks.

@@ -1,5 +1,5 @@
 import CSupport
-import Foundation
+import Synchronization
 import SystemSupport
 
 #if canImport(Glibc)
@@ -47,9 +47,22 @@ enum Sockets {
         return nil
     }
 
-    static func setNonBlocking(_ fd: Int32) {
+    /// Makes `fd` non-blocking (`EBADF` for a descriptor that is not open).
+    static func setNonBlocking(_ fd: Int32) throws(ClusterError) {
         let flags = fcntl(fd, F_GETFL)
-        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+        guard flags >= 0 else { throw ClusterError(errno: errno, syscall: "fcntl") }
+        if flags & O_NONBLOCK == 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 {
+            throw ClusterError(errno: errno, syscall: "fcntl")
+        }
+    }
+
+    /// `setsockopt` of an `Int32` option; the errno on failure.
+    static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) -> ClusterError? {
+        var v = value
+        guard setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+            return ClusterError(errno: errno, syscall: "setsockopt")
+        }
+        return nil
     }
 
     /// A TCP or UDP socket bound to `host:port` (not listening). `deferAddressInUse` mirrors libuv's TCP
@@ -62,14 +75,14 @@ enum Sockets {
         let type = (udp ? Int32(SOCK_DGRAM.rawValue) : Int32(SOCK_STREAM.rawValue)) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
         let fd = socket(address.family, type, 0)
         guard fd >= 0 else { return .failure(ClusterError(errno: errno, syscall: "socket")) }
-        var one: Int32 = 1
-        if !udp || reuseAddress {
-            // TCP servers reuse TIME_WAIT addresses as libuv does; UDP only when asked (reuseAddr).
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        // TCP servers reuse TIME_WAIT addresses as libuv does; UDP only when asked (reuseAddr).
+        var optionError = !udp || reuseAddress ? setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1) : nil
+        if optionError == nil, address.family == AF_INET6 {
+            optionError = setOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, ipv6Only ? 1 : 0)
         }
-        if address.family == AF_INET6 {
-            var v6only: Int32 = ipv6Only ? 1 : 0
-            setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &v6only, socklen_t(MemoryLayout<Int32>.size))
+        if let optionError {
+            close(fd)
+            return .failure(optionError)
         }
         if address.withSockaddr({ bind(fd, $0, $1) }) != 0 {
             let e = errno
@@ -165,11 +178,46 @@ enum Sockets {
     }
 
     /// Accepts one connection, non-blocking and close-on-exec; nil when none is pending.
+    /// - Returns: the connection; nil when none is waiting; the errno of `accept4` otherwise. Out of
+    ///   descriptors (`EMFILE`, `ENFILE`), the waiting connections are taken with the descriptor held in
+    ///   reserve and closed at once (libuv's `uv__emfile_trick`, so Node reports nothing either): their
+    ///   clients see the connection end instead of waiting in the backlog, and the listener, whose
+    ///   readiness is level-triggered, does not keep the loop spinning. Only without a reserve is the
+    ///   error returned.
     static func accept(_ fd: Int32) -> Result<Int32, ClusterError>? {
         let c = csupport_accept(fd, 1)
         if c >= 0 { return .success(c) }
-        if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return nil }
-        return .failure(ClusterError(errno: errno, syscall: "accept"))
+        let e = errno
+        if e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ECONNABORTED { return nil }
+        if (e == EMFILE || e == ENFILE) && shedWithReserve(fd) { return nil }
+        return .failure(ClusterError(errno: e, syscall: "accept"))
+    }
+
+    /// A descriptor kept open so that one connection can still be accepted (and closed) when the process
+    /// has no descriptor left; -1 until the first listen, or while it cannot be reopened.
+    private static let reserve = Atomic<Int32>(-1)
+
+    /// Opens the reserve descriptor if it is not open (every listen calls this, so it exists before the
+    /// descriptors run out).
+    static func keepReserve() {
+        guard reserve.load(ordering: .relaxed) < 0 else { return }
+        let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        if !reserve.compareExchange(expected: -1, desired: fd, ordering: .relaxed).exchanged { Glibc.close(fd) }
+    }
+
+    /// Accepts and closes the connections waiting on `fd`, using the reserve descriptor; false without one.
+    private static func shedWithReserve(_ fd: Int32) -> Bool {
+        let spare = reserve.exchange(-1, ordering: .relaxed)
+        guard spare >= 0 else { return false }
+        Glibc.close(spare)
+        while true {
+            let c = csupport_accept(fd, 1)
+            guard c >= 0 else { break }
+            Glibc.close(c)
+        }
+        keepReserve()
+        return true
     }
 }
 

@@ -70,7 +70,23 @@ public struct JSONObject: Sendable, Hashable {
     /// An object with these members; a later duplicate key replaces an earlier one.
     public init(_ members: [(String, JSONValue)] = []) {
         self.members = []
-        for (k, v) in members { self[k] = v }
+        self.members.reserveCapacity(members.count)
+        guard members.count > 16 else {
+            for (k, v) in members { self[k] = v }
+            return
+        }
+        // Large objects (a parsed or encoded dictionary) find duplicates through an index, not a scan per
+        // member, which would make building them quadratic.
+        var index: [String: Int] = [:]
+        index.reserveCapacity(members.count)
+        for (k, v) in members {
+            if let i = index[k] {
+                self.members[i].value = v
+            } else {
+                index[k] = self.members.count
+                self.members.append((k, v))
+            }
+        }
     }
 
     /// The value of a member, or nil when it is absent; assigning nil removes it.
@@ -90,7 +106,12 @@ public struct JSONObject: Sendable, Hashable {
 
     public static func == (a: JSONObject, b: JSONObject) -> Bool {
         guard a.members.count == b.members.count else { return false }
-        for (k, v) in a.members where b[k] != v { return false }
+        guard a.members.count > 16 else {
+            for (k, v) in a.members where b[k] != v { return false }
+            return true
+        }
+        let other = Dictionary(b.members.map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last })
+        for (k, v) in a.members where other[k] != v { return false }
         return true
     }
 

@@ -1,5 +1,3 @@
-import Foundation
-
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -256,4 +254,56 @@ public struct LineBuffer: Sendable {
         if !pending.isEmpty { onLine(String(decoding: pending, as: UTF8.self)) }
         pending.removeAll()
     }
+}
+
+// MARK: - The process (what Foundation's ProcessInfo and FileManager would give, without loading Foundation)
+
+/// This process's environment as it is now (`environ`), later entries winning over duplicates.
+public func processEnvironment() -> [String: String] {
+    var result: [String: String] = [:]
+    var entry = environ
+    while let pointer = entry.pointee {
+        let text = String(cString: pointer)
+        if let equals = text.firstIndex(of: "=") {
+            result[String(text[..<equals])] = String(text[text.index(after: equals)...])
+        }
+        entry += 1
+    }
+    return result
+}
+
+/// The value of one environment variable, if set.
+public func environmentValue(_ name: String) -> String? {
+    getenv(name).map { String(cString: $0) }
+}
+
+/// The current working directory, or nil when it cannot be read (removed, say).
+public func currentDirectory() -> String? {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    guard getcwd(&buffer, buffer.count) != nil else { return nil }
+    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// `path` made absolute against `base` (default: the current directory) and normalised lexically: `.`
+/// and empty components dropped, `..` removes the previous component (never above `/`). Symbolic links
+/// are not resolved, as Node's `path.resolve` does not.
+public func absolutePath(_ path: String, relativeTo base: String? = nil) -> String {
+    let joined = path.hasPrefix("/") ? path : (base ?? currentDirectory() ?? "/") + "/" + path
+    var components: [Substring] = []
+    for component in joined.split(separator: "/", omittingEmptySubsequences: true) {
+        switch component {
+        case ".": continue
+        case "..": if !components.isEmpty { components.removeLast() }
+        default: components.append(component)
+        }
+    }
+    return "/" + components.joined(separator: "/")
+}
+
+/// The target of a symbolic link (`readlink(2)`), or nil.
+public func symbolicLinkTarget(_ path: String) -> String? {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let n = readlink(path, &buffer, buffer.count - 1)
+    guard n >= 0 else { return nil }
+    return String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

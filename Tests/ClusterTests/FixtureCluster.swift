@@ -54,11 +54,11 @@ final class FixtureCluster {
         if s.silent == nil && s.stdio == nil { s.silent = true }
         primary.setupPrimary(s)
         primary.on { [weak self] e in self?.clusterEvents.append(e) }
-        acceptWatcher = loop.watch(listenFD, referenced: false) { [weak self] in self?.acceptControl() }
+        acceptWatcher = try loop.watch(listenFD, referenced: false) { [weak self] in self?.acceptControl() }
     }
 
     deinit {
-        for w in workers.values where !w.isDead { w.kill(SIGKILL) }
+        for w in workers.values where !w.isDead { w.kill(.kill) }
         // Reap what was killed, so no zombie outlives the test.
         _ = loop.run(until: { [workers] in workers.values.allSatisfy(\.isDead) }, deadline: .now + .seconds(10))
         acceptWatcher?.cancel()
@@ -70,7 +70,11 @@ final class FixtureCluster {
     private func acceptControl() {
         let fd = csupport_accept(listenFD, 1)
         guard fd >= 0 else { return }
-        let c = ControlConnection(fd: fd, loop: loop)
+        guard let c = try? ControlConnection(fd: fd, loop: loop) else {
+            Issue.record("cannot watch a control connection")
+            close(fd)
+            return
+        }
         c.onHello = { [weak self, unowned c] id in
             guard let self else { return }
             controls[id] = c
@@ -87,7 +91,7 @@ final class FixtureCluster {
         workers[w.id] = w
         if let out = w.standardOutput {
             var parts: [Int: [UInt8]] = [:]
-            readers.append(StreamReader(fd: out, loop: loop) { [weak self] line in
+            readers.append(try StreamReader(fd: out, loop: loop) { [weak self] line in
                 guard let self, case .object(let o)? = try? JSONValue.parse(line) else {
                     Issue.record("a worker wrote a line that is not an event: \(line.prefix(200))")
                     return
@@ -113,7 +117,7 @@ final class FixtureCluster {
             })
         }
         if let err = w.standardError {
-            readers.append(StreamReader(fd: err, loop: loop) { [weak self] line in self?.diagnostics += line + "\n" })
+            readers.append(try StreamReader(fd: err, loop: loop) { [weak self] line in self?.diagnostics += line + "\n" })
         }
         return w
     }
@@ -171,8 +175,8 @@ final class FixtureCluster {
     }
 
     /// Waits for worker `id`'s exit and returns its code and signal.
-    func exit(of id: Int, sourceLocation: SourceLocation = #_sourceLocation) -> (code: Int?, signal: String?)? {
-        waitForClusterEvent("the exit of worker \(id)", sourceLocation: sourceLocation) { e -> (code: Int?, signal: String?)? in
+    func exit(of id: Int, sourceLocation: SourceLocation = #_sourceLocation) -> (code: Int?, signal: Signal?)? {
+        waitForClusterEvent("the exit of worker \(id)", sourceLocation: sourceLocation) { e -> (code: Int?, signal: Signal?)? in
             if case .exit(let w, let code, let signal) = e, w.id == id { return (code, signal) }
             return nil
         }
@@ -187,10 +191,10 @@ final class ControlConnection {
     private var outgoing: [UInt8] = []
     var onHello: (Int) -> Void = { _ in }
 
-    init(fd: Int32, loop: EventLoop) {
+    init(fd: Int32, loop: EventLoop) throws {
         self.fd = fd
         var buffer = [UInt8](repeating: 0, count: 4096)
-        watcher = loop.watch(fd, referenced: false) { [weak self] in
+        watcher = try loop.watch(fd, referenced: false) { [weak self] in
             guard let self else { return }
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n <= 0 {
@@ -235,11 +239,11 @@ final class StreamReader {
     private var lines = LineBuffer()
     private let fd: Int32
 
-    init(fd: Int32, loop: EventLoop, onLine: @escaping (String) -> Void) {
+    init(fd: Int32, loop: EventLoop, onLine: @escaping (String) -> Void) throws {
         self.fd = fd
         var buffer = [UInt8](repeating: 0, count: 65536)
-        Sockets.setNonBlocking(fd)
-        watcher = loop.watch(fd, referenced: false) { [weak self] in
+        try Sockets.setNonBlocking(fd)
+        watcher = try loop.watch(fd, referenced: false) { [weak self] in
             guard let self else { return }
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 && (errno == EAGAIN || errno == EINTR) { return }
@@ -278,9 +282,9 @@ final class Client {
             close(fd)
             throw e
         }
-        Sockets.setNonBlocking(fd)
+        try Sockets.setNonBlocking(fd)
         var buffer = [UInt8](repeating: 0, count: 4096)
-        watcher = loop.watch(fd, referenced: false) { [weak self] in
+        watcher = try loop.watch(fd, referenced: false) { [weak self] in
             guard let self else { return }
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n > 0 { received += buffer[0..<n]; return }

@@ -1,3 +1,4 @@
+import CSupport
 import ClusterJSON
 import Foundation
 import Testing
@@ -73,11 +74,11 @@ struct PrimaryHandleTests {
         c.waitForEvent("the worker's listening") { $0["ev"] == "listening" && $0["server"] == "s" }
         let created = 0o777 & ~(try currentUmask())
         #expect(mode(path) == (policy == .roundRobin ? created | 0o666 : created))
-        w.kill(SIGKILL)
+        w.kill(.kill)
         _ = c.exit(of: w.id)
     }
 
-    @Test("a hand-off a killed worker never answered is closed, so its client sees the end; later clients go to the others")
+    @Test("a hand-off a killed worker never answered goes to another worker, which serves it; later clients go there too")
     func abandonedHandoff() throws {
         let c = try FixtureCluster()
         let w1 = try c.fork(), w2 = try c.fork()
@@ -92,15 +93,83 @@ struct PrimaryHandleTests {
 
         let first = try Client(port: port, loop: c.loop)
         c.waitUntil("the hand-off to the blocked worker") { w1.unansweredHandoffs == 1 }
-        w1.kill(SIGKILL)
-        #expect(c.exit(of: w1.id)?.signal == "SIGKILL")
-        c.waitUntil("the end of the abandoned connection") { first.ended }
-        #expect(first.text == "", "nobody served the abandoned connection")
+        w1.kill(.kill)
+        #expect(c.exit(of: w1.id)?.signal == .kill)
+        c.waitUntil("worker 2's greeting on the abandoned connection") { first.text.hasSuffix("\n") }
+        #expect(first.text == "{\"worker\":\(w2.id),\"server\":\"s\"}\n")
 
         let second = try Client(port: port, loop: c.loop)
         c.waitUntil("worker 2's greeting") { second.text.hasSuffix("\n") }
         #expect(second.text == "{\"worker\":\(w2.id),\"server\":\"s\"}\n")
-        w2.kill(SIGKILL)
+        w2.kill(.kill)
         _ = c.exit(of: w2.id)
+    }
+}
+
+/// System calls that fail under a running cluster.
+@Suite("Failing system calls")
+struct FailingSyscallTests {
+    /// The lowest descriptor number process `pid` does not have open.
+    func lowestFreeDescriptor(of pid: pid_t) -> Int {
+        var open = Set<Int>()
+        if let dir = opendir("/proc/\(pid)/fd") {
+            while let entry = readdir(dir) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if let n = Int(name) { open.insert(n) }
+            }
+            closedir(dir)
+        }
+        return (0...).first { !open.contains($0) }!
+    }
+
+    /// Sets process `pid`'s soft limit of descriptors; returns the old soft limit.
+    @discardableResult
+    func setDescriptorLimit(of pid: pid_t, soft: Int) -> Int? {
+        var old: UInt = 0
+        return csupport_set_descriptor_limit(pid, UInt(soft), &old) == 0 ? Int(old) : nil
+    }
+
+    @Test("a worker out of descriptors closes the connections it cannot take (libuv's EMFILE trick) instead of leaving them waiting, and serves again once it can")
+    func acceptOutOfDescriptors() throws {
+        let c = try FixtureCluster(policy: .shared)
+        let w = try c.fork()
+        c.command(w.id, "listen", [("server", "s"), ("kind", "tcp"), ("host", "127.0.0.1"), ("port", 0)])
+        let listening = c.waitForEvent("the worker's listening") { $0["ev"] == "listening" && $0["server"] == "s" }
+        let port = try #require(listening?["port"]?.intValue)
+
+        let old = try #require(setDescriptorLimit(of: w.pid, soft: lowestFreeDescriptor(of: w.pid)))
+        let refused = try Client(port: port, loop: c.loop)
+        c.waitUntil("the end of the connection the worker could not take") { refused.ended }
+        #expect(refused.text == "")
+
+        setDescriptorLimit(of: w.pid, soft: old)
+        let served = try Client(port: port, loop: c.loop)
+        c.waitUntil("the greeting once descriptors are free again") { served.text.hasSuffix("\n") }
+        #expect(served.text == "{\"worker\":\(w.id),\"server\":\"s\"}\n")
+        w.kill(.kill)
+        _ = c.exit(of: w.id)
+    }
+
+    @Test("kill() with a signal the system refuses returns false and emits 'error'; on an exited worker it returns false quietly")
+    func refusedKill() throws {
+        let loop = EventLoop()
+        let primary = Primary(loop: loop, environment: [:])
+        primary.setupPrimary(SettingsUpdate(exec: "/usr/bin/env", args: ["python3", "-c", "import time; time.sleep(30)"]))
+        let w = try primary.fork()
+        var errors: [String] = []
+        var exited = false
+        w.on { event in
+            if case .error(let e) = event { errors.append("\(e.code) \(e.syscall ?? "")") }
+            if case .exit = event { exited = true }
+        }
+        #expect(!w.kill(Signal(rawValue: 4242)))
+        #expect(errors.isEmpty, "the error comes on a later tick, as in Node")
+        run(loop, until: "the kill's 'error'") { !errors.isEmpty }
+        #expect(errors == ["EINVAL kill"])
+        #expect(w.kill(.kill))
+        run(loop, until: "the exit") { exited }
+        #expect(!w.kill(.kill))
+        _ = loop.run(until: { false }, deadline: .now + .milliseconds(20))
+        #expect(errors == ["EINVAL kill"])
     }
 }

@@ -131,15 +131,46 @@ struct RoundRobinQueueTests {
         #expect(q.waiting == 0)
     }
 
-    @Test("a hand-off whose worker can no longer answer is abandoned once; a later answer finds nothing")
+    @Test("a hand-off whose worker can no longer answer goes to the next free worker, once; a later answer finds nothing")
     func abandonment() {
         var q = three()
         let a = q.distribute("a")!
         _ = q.remove(a.worker)
-        #expect(q.abandon(a.id) == "a")
+        guard case .requeued(let again?)? = q.abandon(a.id) else {
+            Issue.record("the abandoned connection was not offered again")
+            return
+        }
+        #expect(again.connection == "a" && again.worker != a.worker)
         #expect(q.abandon(a.id) == nil)
         #expect(q.acknowledge(a.id, accepted: false) == nil)
         #expect(q.waiting == 0)
+    }
+
+    @Test("an abandoned hand-off with every other worker busy waits for the first to be free")
+    func abandonmentWaits() {
+        var q = RoundRobinQueue<String>()
+        _ = q.add(1)
+        _ = q.add(2)
+        let a = q.distribute("a")!, b = q.distribute("b")!
+        _ = q.remove(a.worker)
+        guard case .requeued(nil)? = q.abandon(a.id) else {
+            Issue.record("the abandoned connection did not wait")
+            return
+        }
+        #expect(q.waiting == 1)
+        #expect(q.acknowledge(b.id, accepted: true)?.next?.connection == "a")
+    }
+
+    @Test("an abandoned hand-off with no worker left is given back to be closed")
+    func abandonmentDropped() {
+        var q = RoundRobinQueue<String>()
+        _ = q.add(1)
+        let a = q.distribute("a")!
+        _ = q.remove(1)
+        guard case .dropped("a")? = q.abandon(a.id) else {
+            Issue.record("the connection was not given back")
+            return
+        }
     }
 
     @Test("a hand-off that could not be sent is the next one again")

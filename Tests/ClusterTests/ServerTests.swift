@@ -31,22 +31,36 @@ struct ServerTests {
         #expect(!loop.isAlive, "a closed server kept the loop alive")
     }
 
-    @Test("a server dropped while listening stops listening: its port is free again")
-    func dropped() throws {
+    @Test("a listening socket handed off is accepted on by its new owner; the server accepts nothing but keeps the loop until closed")
+    func handOffListeningSocket() throws {
         let loop = EventLoop()
-        var server: Server? = Server(loop: loop)
-        var listening = false
-        server?.onListening = { listening = true }
-        server?.listen(.tcp(host: "127.0.0.1", port: 0))
-        run(loop, until: "the server listening") { listening }
-        guard case .inet(_, _, let port)? = server?.address() else { Issue.record("no address"); return }
-        server = nil
-        #expect(!loop.isAlive)
-        // Nobody listens on the port any more.
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        defer { close(fd) }
-        let rc = SocketAddress(host: "127.0.0.1", port: port)!.withSockaddr { connect(fd, $0, $1) }
-        #expect(rc == -1 && errno == ECONNREFUSED)
+        let server = Server(loop: loop)
+        var port = 0
+        var connections = 0
+        server.onConnection = { connections += 1; $0.close() }
+        server.onListening = { if case .inet(_, _, let p)? = server.address() { port = p } }
+        server.listen(.tcp(host: "127.0.0.1", port: 0))
+        run(loop, until: "the server listening") { port != 0 }
+        let socket = try #require(try server.handOffListeningSocket())
+        defer { close(socket) }
+        #expect(try server.handOffListeningSocket() == nil, "a socket was handed off twice")
+        #expect(loop.isAlive)
+
+        let client = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { close(client) }
+        #expect(SocketAddress(host: "127.0.0.1", port: port)!.withSockaddr { connect(client, $0, $1) } == 0)
+        // The new owner accepts; the server's loop turns meanwhile and must not take the connection.
+        _ = loop.run(until: { false }, deadline: .now + .milliseconds(50))
+        #expect(waitReadable(socket, until: .now + .seconds(5)))
+        let accepted = accept(socket, nil, nil)
+        #expect(accepted >= 0)
+        if accepted >= 0 { close(accepted) }
+        #expect(connections == 0)
+
+        var closed = false
+        server.close { _ in closed = true }
+        run(loop, until: "the close") { closed }
+        run(loop, until: "the loop having nothing left") { !loop.isAlive }
     }
 }
 

@@ -35,8 +35,8 @@ struct WorkerProcessTests {
             return got.count == 3
         }
         #expect(got == ["one", .string(big), "two"])
-        w.kill(SIGKILL)
-        #expect(c.exit(of: w.id)?.signal == "SIGKILL")
+        w.kill(.kill)
+        #expect(c.exit(of: w.id)?.signal == .kill)
     }
 
     @Test("a worker that does not read for a while loses nothing: the primary queues and delivers in order")
@@ -53,7 +53,7 @@ struct WorkerProcessTests {
         c.waitUntil("\(count) messages at the worker", within: .seconds(60)) { workerMessages(c).count == count }
         #expect(workerMessages(c).map { $0["n"]?.intValue } == (0..<count).map { Optional($0) })
         #expect(w.channel.queuedPackets == 0)
-        w.kill(SIGKILL)
+        w.kill(.kill)
         _ = c.exit(of: w.id)
     }
 
@@ -79,7 +79,7 @@ struct WorkerProcessTests {
         let client = try Client(port: port, loop: c.loop)
         c.waitUntil("the worker's greeting") { client.text.hasSuffix("\n") }
         #expect(client.text == "{\"worker\":\(w.id),\"server\":\"received\"}\n")
-        w.kill(SIGKILL)
+        w.kill(.kill)
         _ = c.exit(of: w.id)
     }
 
@@ -98,7 +98,7 @@ struct WorkerProcessTests {
         c.waitUntil("the worker's answer") { client.text.contains("echo me") }
         #expect(client.text == "{\"worker\":\(w.id),\"server\":\"received\"}\necho me")
         c.waitForEvent("the worker's connection event") { $0["ev"] == "connection" && $0["server"] == "received" }
-        w.kill(SIGKILL)
+        w.kill(.kill)
         _ = c.exit(of: w.id)
     }
 
@@ -137,7 +137,7 @@ struct WorkerProcessTests {
         // Nothing more is held.
         let again = c.command(w.id, "send", [("messages", .array(["again"])), ("handle", .object(JSONObject([("connection", "h")])))])
         #expect(c.ack(again)?["error"]?["code"] == "ERR_NO_HELD_CONNECTION")
-        w.kill(SIGKILL)
+        w.kill(.kill)
         _ = c.exit(of: w.id)
     }
 
@@ -165,7 +165,7 @@ struct WorkerProcessTests {
         let client = try Client(port: port(of: fd), loop: c.loop)
         c.waitUntil("the worker's greeting") { client.text.hasSuffix("\n") }
         #expect(client.text == "{\"worker\":\(w.id),\"server\":\"own\"}\n")
-        w.kill(SIGKILL)
+        w.kill(.kill)
         _ = c.exit(of: w.id)
     }
 
@@ -235,7 +235,7 @@ struct WorkerProcessTests {
             switch e {
             case .error(let error): events.append("error \(error.code)")
             case .disconnect: events.append("disconnect")
-            case .exit(let code, let signal): events.append("exit \(code.map(String.init) ?? signal ?? "?")")
+            case .exit(let code, let signal): events.append("exit \(code.map(String.init) ?? signal?.name ?? "?")")
             default: break
             }
         }
@@ -276,7 +276,7 @@ struct WorkerProcessTests {
         #expect(report?["fds"]?["3"] == "socket")
         #expect(report?["fds"]?["4"] == "socket")
         #expect(report?["fds"]?["1"] == "socket")  // Node's 'pipe' is a Unix stream socket
-        w.kill(SIGKILL)
+        w.kill(.kill)
         _ = c.exit(of: w.id)
     }
 
@@ -311,7 +311,7 @@ struct WorkerProcessTests {
         let reports = c.clusterEvents.filter { if case .listening = $0 { true } else { false } }.count
         #expect(reports == (listenedD ? 2 : 1), "the primary reported a socket the worker never listened on")
         #expect(c.workerEvents.filter { $0["ev"] == "close" }.count == 1)
-        w.kill(SIGKILL)
+        w.kill(.kill)
         _ = c.exit(of: w.id)
     }
 

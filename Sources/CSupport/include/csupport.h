@@ -56,6 +56,10 @@ int csupport_pidfd_open(pid_t pid);
 /// prctl(PR_SET_PDEATHSIG, sig): the kernel sends `sig` when the parent dies.
 int csupport_set_pdeathsig(int sig);
 
+/// Sets process `pid`'s soft limit of open descriptors (prlimit RLIMIT_NOFILE); stores the previous soft
+/// limit in `old_soft`. 0, or -1 with errno.
+int csupport_set_descriptor_limit(pid_t pid, unsigned long soft, unsigned long *old_soft);
+
 /// sendmsg of one datagram/packet with `nfds` descriptors attached (SCM_RIGHTS), MSG_NOSIGNAL.
 /// Returns the bytes sent or -1 with errno.
 ssize_t csupport_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
