@@ -92,6 +92,37 @@ struct BenchTests {
         #expect(r.stdout.isEmpty)
     }
 
+    // MARK: - Implementations that cannot take part
+
+    @Test("an implementation that cannot start, or lacks a benchmark command, has error rows; the bench goes on and exits 0")
+    func errorRows() throws {
+        // A suite root of its own (Specs/features.yaml marks it), whose fixtures/ holds two fake implementations.
+        let root = try temporaryDirectory("bench-errors")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try FileManager.default.createDirectory(atPath: root + "/Specs", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Paths.specs + "/features.yaml", toPath: root + "/Specs/features.yaml")
+        for (name, mode) in [("nobench", "nobench"), ("broken", "crash")] {
+            try FileManager.default.createDirectory(atPath: root + "/fixtures/\(name)", withIntermediateDirectories: true)
+            try "name: \(name)\ncommand: [python3, \(Paths.fake), \(mode)]\n"
+                .write(toFile: root + "/fixtures/\(name)/implementation.yaml", atomically: true, encoding: .utf8)
+        }
+        let r = try runCommand([Paths.cli, "bench", "--impl", "nobench", "--impl", "broken", "--row", "ipc", "--format", "json"],
+                               cwd: root, deadline: 120)
+        #expect(r.status == 0, "\(r.stderr)")
+        let rows = try #require(try JSONValue.parse(r.stdout)["rows"]?.arrayValue)
+        #expect(rows.count == 4)
+        for row in rows {
+            let error = row["error"]?.stringValue ?? ""
+            switch row["impl"]?.stringValue {
+            case "nobench": #expect(error.contains("does not know the command 'pingpong' (ERR_UNKNOWN_COMMAND)"), "\(error)")
+            case "broken": #expect(error.contains("hello"), "\(error)")  // it dies before the handshake
+            default: Issue.record("unexpected row \(row.jsonText)")
+            }
+            #expect(row["metrics"] == .object(JSONObject()))
+        }
+        #expect(r.stdout.contains("\"measurement\": \"ipc-1mib\""))
+    }
+
     // MARK: - A smoke run
 
     @Test("bench --smoke --format json against swift and node: every row, the counts asked, sane numbers")
