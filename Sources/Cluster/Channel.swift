@@ -40,6 +40,12 @@ final class Channel {
         case userWithOther = 0x4F  // O
     }
 
+    /// A round-robin hand-off, the hot path of the primary: `H`, the ticket as a big-endian UInt32, then the
+    /// handle key's UTF-8 bytes; the connection's descriptor travels with it. Not JSON, so that neither
+    /// side builds or parses text per connection.
+    private static let handoffTag: UInt8 = 0x48  // H
+    /// A worker's answer to a hand-off: `A`, the ticket as a big-endian UInt32, then 1 (accepted) or 0.
+    private static let handoffAnswerTag: UInt8 = 0x41  // A
     private static let longTag: UInt8 = 0x4C  // L
     private static let continuationTag: UInt8 = 0x2B  // +
     private static let longHeader = 10
@@ -69,6 +75,10 @@ final class Channel {
 
     /// A message arrived: its kind, value and the descriptors that came with it (owned by the callee).
     var onFrame: (Kind, JSONValue, [Int32]) -> Void = { _, _, fds in fds.forEach { Glibc.close($0) } }
+    /// A hand-off arrived (in a worker): its ticket, the handle key and the connection (owned by the callee).
+    var onHandoff: (_ ticket: UInt32, _ key: String, _ connection: Int32) -> Void = { _, _, fd in Glibc.close(fd) }
+    /// A worker answered a hand-off (in the primary).
+    var onHandoffAnswer: (_ ticket: UInt32, _ accepted: Bool) -> Void = { _, _ in }
     /// The other end closed, or the channel was closed here.
     var onClose: () -> Void = {}
     /// A protocol error of the peer or a failed write of queued packets; the channel closes right after.
@@ -141,6 +151,36 @@ final class Channel {
     /// channel is reported through `onError` and the channel closes, as for a peer's protocol error.
     func sendControl(_ value: JSONValue, fds: [Int32] = []) {
         guard case .failure(let error) = send(.control, value, fds: fds), error.code != "ERR_IPC_CHANNEL_CLOSED" else { return }
+        loop.nextTick { [weak self] in
+            guard let self, isOpen else { return }
+            onError(error)
+            close()
+        }
+    }
+
+    /// Sends a round-robin hand-off of `connection` (the primary's hot path); the errno as `send` gives it.
+    func sendHandoff(ticket: UInt32, key: String, connection: Int32) -> Result<Void, ClusterError> {
+        guard isOpen, !closeWhenFlushed else {
+            return .failure(ClusterError(code: "ERR_IPC_CHANNEL_CLOSED", message: "Channel closed"))
+        }
+        var packet: [UInt8] = [Channel.handoffTag]
+        packet.reserveCapacity(5 + key.utf8.count)
+        withUnsafeBytes(of: ticket.bigEndian) { packet.append(contentsOf: $0) }
+        packet.append(contentsOf: key.utf8)
+        guard packet.count <= Channel.maxPacket else {
+            return .failure(ClusterError(code: "EMSGSIZE", errno: EMSGSIZE, syscall: "write", message: "a handle key too long for a hand-off"))
+        }
+        return send(packets: [packet], fds: [connection])
+    }
+
+    /// Answers a hand-off (in a worker); a failure other than a closed channel closes it, as any control
+    /// message's does.
+    func sendHandoffAnswer(ticket: UInt32, accepted: Bool) {
+        guard isOpen, !closeWhenFlushed else { return }
+        var packet: [UInt8] = [Channel.handoffAnswerTag]
+        withUnsafeBytes(of: ticket.bigEndian) { packet.append(contentsOf: $0) }
+        packet.append(accepted ? 1 : 0)
+        guard case .failure(let error) = send(packets: [packet], fds: []) else { return }
         loop.nextTick { [weak self] in
             guard let self, isOpen else { return }
             onError(error)
@@ -335,6 +375,29 @@ final class Channel {
                 return
             }
             deliver(kind, Array(buffer[1..<n]), fds)
+        } else if tag == Channel.handoffTag || tag == Channel.handoffAnswerTag {
+            guard assembling == nil else {
+                fds.forEach { Glibc.close($0) }
+                protocolError("a hand-off inside a long message")
+                return
+            }
+            guard n >= 5 else {
+                fds.forEach { Glibc.close($0) }
+                protocolError("a truncated hand-off")
+                return
+            }
+            let ticket = buffer[1..<5].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+            if tag == Channel.handoffAnswerTag {
+                fds.forEach { Glibc.close($0) }
+                guard n == 6, buffer[5] <= 1 else { return protocolError("a malformed hand-off answer") }
+                onHandoffAnswer(ticket, buffer[5] == 1)
+            } else {
+                guard fds.count == 1 else {
+                    fds.forEach { Glibc.close($0) }
+                    return protocolError("a hand-off with \(fds.count) descriptors")
+                }
+                onHandoff(ticket, String(decoding: buffer[5..<n], as: UTF8.self), fds[0])
+            }
         } else if tag == Channel.longTag {
             guard assembling == nil else {
                 fds.forEach { Glibc.close($0) }

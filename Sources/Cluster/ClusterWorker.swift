@@ -54,6 +54,10 @@ public final class ClusterWorker {
             guard let self else { fds.forEach { close($0) }; return }
             received(kind, value, fds)
         }
+        channel.onHandoff = { [weak self] ticket, key, fd in
+            guard let self else { close(fd); return }
+            handoff(ticket, key: key, connection: fd)
+        }
         channel.onError = { [weak self] error in self?.emitError(error) }
         channel.onClose = { [weak self] in self?.channelClosed() }
         channel.sendControl(.object(JSONObject([("act", "online")])))
@@ -132,22 +136,22 @@ public final class ClusterWorker {
                 return
             }
             callback(value, fds)
-        case "newconn":
-            guard let fd = fds.first else { return }
-            fds.dropFirst().forEach { close($0) }
-            let key = value["key"]?.stringValue ?? ""
-            let server = roundRobin[key]
-            let accepted = server?.canAcceptHandoff ?? false
-            channel.sendControl(.object(JSONObject([("act", "accepted"), ("key", .string(key)),
-                                                       ("handoff", value["handoff"] ?? .null), ("accepted", .bool(accepted))])))
-            trace("worker \(id) acknowledged hand-off \(value["handoff"]?.intValue ?? 0): accepted \(accepted)")
-            if accepted, let server { server.adopt(connection: fd) } else { close(fd) }
         case "disconnect":
             fds.forEach { close($0) }
             disconnect(primaryInitiated: true)
         default:
             fds.forEach { close($0) }
         }
+    }
+
+    /// A round-robin hand-off (Node's `newconn`): answered before the connection is served, so that the
+    /// primary can count on an unanswered hand-off never having been served.
+    private func handoff(_ ticket: UInt32, key: String, connection fd: Int32) {
+        let server = roundRobin[key]
+        let accepted = server?.canAcceptHandoff ?? false
+        channel.sendHandoffAnswer(ticket: ticket, accepted: accepted)
+        trace("worker \(id) acknowledged hand-off \(ticket): accepted \(accepted)")
+        if accepted, let server { server.adopt(connection: fd) } else { close(fd) }
     }
 
     /// Sends a control request and calls `callback` with the primary's reply.

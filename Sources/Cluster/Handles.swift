@@ -148,15 +148,14 @@ final class RoundRobinHandle: ServerHandle {
         }
     }
 
-    /// Sends a hand-off: the connection's descriptor with a `newconn` message.
+    /// Sends a hand-off (Node's `newconn`): the connection's descriptor with a binary hand-off packet.
     private func send(_ handoff: RoundRobinQueue<Int32>.Handoff?) {
         guard let handoff, let worker = workers[handoff.worker] else { return }
         trace("handoff \(handoff.id) to worker \(handoff.worker); free \(queue.free); waiting \(queue.waiting)")
         // The answer comes back to this handle through the worker, even after the handle left the
         // primary's table (its last worker gone) or another took its key.
         let ticket = worker.awaitAnswer(self, handoff: handoff.id)
-        let message = JSONValue.object(JSONObject([("act", "newconn"), ("key", .string(key)), ("handoff", .number(Double(ticket)))]))
-        if case .failure = worker.channel.send(.control, message, fds: [handoff.connection]) {
+        if case .failure = worker.channel.sendHandoff(ticket: ticket, key: key, connection: handoff.connection) {
             // The worker is going away; its removal will offer the connection to someone else.
             _ = worker.answer(ticket)
             queue.undo(handoff)

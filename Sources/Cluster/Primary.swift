@@ -254,10 +254,6 @@ public final class Primary {
             if let key = message["key"]?.stringValue, let handle = handles[key], handle.remove(worker) {
                 handles[key] = nil
             }
-        case "accepted":
-            if let ticket = message["handoff"]?.intValue, let (handle, id) = worker.answer(ticket) {
-                handle.acknowledged(id, accepted: message["accepted"]?.boolValue ?? false, by: worker)
-            }
         default:
             break  // unknown actions are ignored, as Node does
         }
@@ -329,8 +325,8 @@ public final class Worker {
     public private(set) var termination: (code: Int?, signal: Signal?)?
     /// Round-robin hand-offs sent to this worker and not answered yet, by the number the worker echoes
     /// back: the handle and its hand-off id.
-    private var unanswered: [Int: (handle: RoundRobinHandle, id: Int)] = [:]
-    private var nextTicket = 1
+    private var unanswered: [UInt32: (handle: RoundRobinHandle, id: Int)] = [:]
+    private var nextTicket: UInt32 = 1
 
     init(id: Int, pid: pid_t, primary: Primary, channel: Channel, stdio: [Int32?]) {
         self.id = id
@@ -354,6 +350,10 @@ public final class Worker {
             if isInternal(value) { return }
             emit(.message(value, handle: handle))
             primary.emit(.message(self, value, handle: handle))
+        }
+        channel.onHandoffAnswer = { [weak self] ticket, accepted in
+            guard let self, let (handle, id) = answer(ticket) else { return }
+            handle.acknowledged(id, accepted: accepted, by: self)
         }
         channel.onError = { [weak self] error in self?.emit(.error(error)) }
         channel.onClose = { [weak self] in self?.channelClosed() }
@@ -445,9 +445,9 @@ public final class Worker {
 
     /// Records that hand-off `id` of `handle` is on its way to this worker; returns the number the
     /// worker's answer carries.
-    func awaitAnswer(_ handle: RoundRobinHandle, handoff id: Int) -> Int {
+    func awaitAnswer(_ handle: RoundRobinHandle, handoff id: Int) -> UInt32 {
         let ticket = nextTicket
-        nextTicket += 1
+        nextTicket &+= 1
         unanswered[ticket] = (handle, id)
         return ticket
     }
@@ -456,7 +456,7 @@ public final class Worker {
     var unansweredHandoffs: Int { unanswered.count }
 
     /// The hand-off a worker's answer is about (once: nil for an unknown or repeated answer).
-    func answer(_ ticket: Int) -> (handle: RoundRobinHandle, id: Int)? {
+    func answer(_ ticket: UInt32) -> (handle: RoundRobinHandle, id: Int)? {
         unanswered.removeValue(forKey: ticket)
     }
 

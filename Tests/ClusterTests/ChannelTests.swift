@@ -162,6 +162,33 @@ struct ChannelTests {
         b.close()
     }
 
+    @Test("a hand-off carries its ticket, key and connection; its answer carries the ticket and the verdict")
+    func handoffFrames() throws {
+        let loop = EventLoop()
+        let (primary, worker) = pair(loop)
+        let (mine, theirs) = seqpacketPair()
+        defer { close(mine) }
+        var got: (UInt32, String, Int32)?
+        var answers: [(UInt32, Bool)] = []
+        worker.onHandoff = { got = ($0, $1, $2) }
+        primary.onHandoffAnswer = { answers.append(($0, $1)) }
+        #expect(throws: Never.self) { try primary.sendHandoff(ticket: 4_000_000_001, key: "127.0.0.1:0:4:-1:0", connection: theirs).get() }
+        close(theirs)
+        run(loop, until: "the hand-off") { got != nil }
+        let (ticket, key, fd) = try #require(got)
+        #expect(ticket == 4_000_000_001 && key == "127.0.0.1:0:4:-1:0")
+        #expect(write(fd, "x", 1) == 1, "the handed-off descriptor does not work")
+        var byte: UInt8 = 0
+        #expect(read(mine, &byte, 1) == 1 && byte == UInt8(ascii: "x"))
+        close(fd)
+        worker.sendHandoffAnswer(ticket: ticket, accepted: true)
+        worker.sendHandoffAnswer(ticket: 7, accepted: false)
+        run(loop, until: "the answers") { answers.count == 2 }
+        #expect(answers.map(\.0) == [4_000_000_001, 7] && answers.map(\.1) == [true, false])
+        primary.close()
+        worker.close()
+    }
+
     /// A long-message header announcing `length` bytes of a user message.
     static func header(_ length: UInt64) -> [UInt8] {
         var h: [UInt8] = [0x4C, 0x55]
@@ -180,6 +207,9 @@ struct ChannelTests {
               ("JSON that does not parse", [Array("I{not json".utf8)], "EPROTO"),
               ("a truncated long message's JSON", [ChannelTests.header(3) + Array("{\"a".utf8)], "EPROTO"),
               ("an empty packet", [[]], "EPROTO"),
+              ("a truncated hand-off", [[0x48, 0, 0]], "EPROTO"),
+              ("a hand-off without its descriptor", [[0x48, 0, 0, 0, 1, 0x6B]], "EPROTO"),
+              ("a malformed hand-off answer", [[0x41, 0, 0, 0, 1, 7]], "EPROTO"),
           ])
     func protocolErrors(_ name: String, _ packets: [[UInt8]], _ code: String) {
         let loop = EventLoop()
