@@ -17,7 +17,7 @@ struct ClusterConformanceCommand: ParsableCommand {
             3 the harness or the implementation broke (could not start, protocol violation).
             """,
         version: "1.0.0 (fixture protocol \(protocolVersion))",
-        subcommands: [Run.self, List.self, Lint.self, Matrix.self],
+        subcommands: [Run.self, List.self, Lint.self, Matrix.self, Bench.self],
         defaultSubcommand: Run.self
     )
 
@@ -321,6 +321,163 @@ struct Matrix: ParsableCommand {
             print("  \(c.info.name) \(c.info.version): \(String(format: "%.1f", c.passPercentage)) % pass; \(c.summary.counts)")
         }
         if exitCode != 0 { throw ExitCode(exitCode) }
+    }
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmark implementations through the fixture protocol, all measured by the same client in one run.",
+        discussion: """
+            Numbers are meaningful only from a release build: `swift run -c release cluster-conformance bench …` (the \
+            release runner starts the release cluster-fixture beside it; a debug run says so in its report).
+
+            Rows: limit (the bench's own accept loop, once per run), rr and none (short connections: conn/s, p50, p99, \
+            p99.9, errors), cold-start (spawn to the N-th worker listening, median), memory (idle RSS), descriptors \
+            (the primary's fds before and after many connections), ipc-small and ipc-1mib (message round-trips), chaos \
+            (round-robin load while workers are killed and re-forked). An implementation that cannot start, or lacks a \
+            command, gets `error: …` in its rows and the bench goes on.
+
+            Exit codes: 0 the bench ran (whatever its rows say); 2 bad options; 3 the bench itself could not run.
+            """
+    )
+
+    @Option(name: .long, help: "An implementation (a directory of fixtures/); repeat for each (default: swift and node).")
+    var impl: [String] = []
+
+    @Option(name: .long, help: "The implementation ratios are computed against (default: node when it is in the run, else the first).")
+    var reference: String?
+
+    @Option(name: .long, help: "Workers per fixture, N (default 2).")
+    var workers: Int?
+
+    @Option(name: .long, help: "Concurrent client threads, C (default 8).")
+    var clients: Int?
+
+    @Option(name: .long, help: "Sequential connections per client thread, M, in the limit, rr and none rows (default 2500; smoke 100).")
+    var connections: Int?
+
+    @Option(name: .long, help: "Cold-start trials; the row is their median (default 10; smoke 3).")
+    var coldStarts: Int?
+
+    @Option(name: .long, help: "Idle milliseconds before RSS and the descriptor counts are read (default 1000; smoke 200).")
+    var settleMs: Int?
+
+    @Option(name: .long, help: "Round-robin connections between the two descriptor counts (default 100000; smoke 2000).")
+    var descriptorConnections: Int?
+
+    @Option(name: .long, help: "IPC round-trips of small messages (default 10000; smoke 200).")
+    var ipcCount: Int?
+
+    @Option(name: .long, help: "IPC round-trips of 1 MiB messages (default 100; smoke 5).")
+    var ipcLargeCount: Int?
+
+    @Option(name: .long, help: "Milliseconds between two kills in the chaos row (default 200).")
+    var chaosInterval: Int?
+
+    @Option(name: .long, help: "Workers killed in the chaos row (default 20; smoke 3).")
+    var chaosKills: Int?
+
+    @Option(name: .long, help: "The client's deadline for connect, greeting and end of stream, in milliseconds (default 3000).")
+    var deadline: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Only this row (repeatable): \(BenchMeasurement.selectable.joined(separator: ", ")).", valueName: "ROW"))
+    var row: [String] = []
+
+    @Flag(name: .long, help: "Shrink every count: swift and node together in well under a minute, even from a debug build.")
+    var smoke = false
+
+    @Option(name: .long, help: "Standard output: table or json.")
+    var format: String = "table"
+
+    @Option(name: .long, help: ArgumentHelp("Also write a BENCHMARKS.md-style document to this path.", valueName: "PATH"))
+    var markdown: String?
+
+    var implementations: [String] { impl.isEmpty ? ["swift", "node"] : impl }
+
+    func validate() throws {
+        guard ["table", "json"].contains(format) else { throw ValidationError("--format must be table or json") }
+        let positive: [(String, Int?)] = [("--workers", workers), ("--clients", clients), ("--connections", connections),
+                                          ("--cold-starts", coldStarts), ("--ipc-count", ipcCount), ("--ipc-large-count", ipcLargeCount),
+                                          ("--chaos-interval", chaosInterval), ("--deadline", deadline)]
+        for (name, value) in positive where value.map({ $0 < 1 }) ?? false {
+            throw ValidationError("\(name) must be at least 1")
+        }
+        for (name, value) in [("--settle-ms", settleMs), ("--descriptor-connections", descriptorConnections), ("--chaos-kills", chaosKills)]
+            where value.map({ $0 < 0 }) ?? false {
+            throw ValidationError("\(name) must not be negative")
+        }
+        if let workers, workers > 64 { throw ValidationError("--workers must be at most 64") }
+        if let clients, clients > 512 { throw ValidationError("--clients must be at most 512") }
+        for name in row where BenchMeasurement.selected(by: name) == nil {
+            throw ValidationError("unknown --row '\(name)' (rows: \(BenchMeasurement.selectable.joined(separator: ", ")))")
+        }
+        let names = implementations
+        if let duplicate = names.first(where: { n in names.filter { $0 == n }.count > 1 }) {
+            throw ValidationError("--impl \(duplicate) is given twice")
+        }
+        let fixtures = Layout.fixtures
+        for name in names where !FileManager.default.fileExists(atPath: "\(fixtures)/\(name)/implementation.yaml") {
+            let known = ((try? FileManager.default.contentsOfDirectory(atPath: fixtures)) ?? [])
+                .filter { FileManager.default.fileExists(atPath: "\(fixtures)/\($0)/implementation.yaml") }.sorted()
+            throw ValidationError("--impl \(name): no implementation '\(name)' in \(fixtures) (known: \(known.joined(separator: ", ")))")
+        }
+        if let reference, !names.contains(reference) {
+            throw ValidationError("--reference \(reference) is not one of the implementations (\(names.joined(separator: ", ")))")
+        }
+    }
+
+    func parameters() -> BenchParameters {
+        var p = BenchParameters(smoke: smoke)
+        if let workers { p.workers = workers }
+        if let clients { p.clients = clients }
+        if let connections { p.connections = connections }
+        if let coldStarts { p.coldStarts = coldStarts }
+        if let settleMs { p.settleMs = settleMs }
+        if let descriptorConnections { p.descriptorConnections = descriptorConnections }
+        if let ipcCount { p.ipcCount = ipcCount }
+        if let ipcLargeCount { p.ipcLargeCount = ipcLargeCount }
+        if let chaosInterval { p.chaosIntervalMs = chaosInterval }
+        if let chaosKills { p.chaosKills = chaosKills }
+        if let deadline { p.deadlineMs = deadline }
+        if !row.isEmpty {
+            let chosen = Set(row.flatMap { BenchMeasurement.selected(by: $0) ?? [] })
+            p.rows = BenchMeasurement.allCases.filter { chosen.contains($0) }
+        }
+        return p
+    }
+
+    func run() throws {
+        // The document's path is checked before the run, not after minutes of measuring.
+        if let markdown {
+            guard FileManager.default.createFile(atPath: markdown, contents: nil) else {
+                printError("cluster-conformance: cannot write --markdown \(markdown)")
+                throw Exit.badInput
+            }
+        }
+        let names = implementations
+        let fixtures = Layout.fixtures
+        let resolved = names.map { name -> (name: String, implementation: Result<Implementation, ImplementationError>) in
+            (name, Result { () throws(ImplementationError) in try Implementation.named(name, fixturesDirectory: fixtures) })
+        }
+        let commandLine = (["cluster-conformance"] + CommandLine.arguments.dropFirst()).map { arg in
+            arg.isEmpty || arg.contains(where: { " \t'\"$\\".contains($0) }) ? "'" + arg.replacingOccurrences(of: "'", with: "'\\''") + "'" : arg
+        }.joined(separator: " ")
+        let runner = BenchRunner(parameters: parameters(), implementations: resolved,
+                                 reference: reference ?? (names.contains("node") ? "node" : names.first), commandLine: commandLine,
+                                 progress: { printError($0) })
+        let results = runner.run()
+        if format == "json" {
+            print(BenchReport.pretty(BenchReport.json(results)))
+        } else {
+            print(BenchReport.table(results), terminator: "")
+        }
+        if let markdown {
+            do { try BenchReport.markdown(results).write(toFile: markdown, atomically: true, encoding: .utf8) } catch {
+                printError("cluster-conformance: cannot write \(markdown): \(error.localizedDescription)")
+                throw Exit.broken
+            }
+            printError("bench: wrote \(markdown)")
+        }
     }
 }
 

@@ -12,6 +12,8 @@ struct ProtocolTests {
         var commands: [String: [String: (fields: [String: String], required: [String], acknowledged: Bool)]] = [:]
         var events: [String: [String: String]] = [:]
         var listenKinds: [String: [String]] = [:]
+        /// The optional benchmark commands (PROTOCOL.md §3.3), by recipient.
+        var benchmark: [String: Set<String>] = [:]
         var version = 0
 
         init() throws {
@@ -26,6 +28,7 @@ struct ProtocolTests {
                         fields.members.reduce(into: [:]) { $0[$1.key] = $1.value.stringValue ?? "?" },
                         spec["required"]?.arrayValue?.compactMap(\.stringValue) ?? [],
                         spec["acknowledged"]?.boolValue ?? true)
+                    if spec["benchmark"]?.boolValue == true { benchmark[recipient, default: []].insert(name) }
                 }
             }
             guard case .object(let evs)? = root["events"] else { throw SpecLoadFailure(problems: ["no events"]) }
@@ -156,9 +159,13 @@ struct ProtocolTests {
             }
             return names
         }
-        #expect(firstCells(try section("### 3.1 Primary commands", "### 3.2")) == Set(d.commands["primary"]!.keys))
+        // The benchmark commands (§3.3) are primary commands documented in their own section.
+        let benchmark = firstCells(try section("### 3.3 Benchmark commands", "## 4."))
+        #expect(benchmark == d.benchmark["primary"] ?? [])
+        #expect(d.benchmark["worker"] == nil)
+        #expect(firstCells(try section("### 3.1 Primary commands", "### 3.2")).union(benchmark) == Set(d.commands["primary"]!.keys))
         #expect(firstCells(try section("### 3.2 Worker commands", "Listen kinds")) == Set(d.commands["worker"]!.keys))
-        #expect(firstCells(try section("Listen kinds", "## 4.")) == Set(d.listenKinds.keys))
+        #expect(firstCells(try section("Listen kinds", "### 3.3")) == Set(d.listenKinds.keys))
         let documentedEvents = firstCells(try section("## 5. Events", "### 5.5")).union(["ack", "hello", "part", "output"])
         #expect(documentedEvents == Set(d.events.keys))
         #expect(text.contains("# Fixture protocol, version \(d.version)"))

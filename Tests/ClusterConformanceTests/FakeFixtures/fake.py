@@ -16,6 +16,8 @@ Usage: fake.py MODE
   cutpart       writes the first part of a framed event, then exits
   badhttp       'listen' kind http: a server that answers requests with a malformed HTTP response
   flaky MARKER  crashes before the handshake the first time (creating MARKER), then answers like good
+  nobench       like good, and each fork also reports a worker start event (the primary's pid): a fixture
+                without the benchmark commands (PROTOCOL.md §3.3)
 """
 import base64
 import socket
@@ -101,6 +103,8 @@ for line in sys.stdin:
         if mode == "orphan":
             child = subprocess.Popen(["sleep", "60"], start_new_session=True)
             emit({"ev": "start", "at": "worker", "worker": workers, "pid": child.pid})
+        if mode == "nobench":
+            emit({"ev": "start", "at": "worker", "worker": workers, "pid": os.getpid()})
         emit({"ev": "ack", "at": "primary", "seq": command["seq"], "result": {"worker": workers}})
         emit({"ev": "fork", "at": "primary", "on": "cluster", "worker": workers})
         continue
