@@ -27,6 +27,19 @@ public final class AsyncServer: Sendable {
         _ = await b.loop.perform { b.value.server.maxConnections = n }
     }
 
+    /// `Server.handOffListeningSocket()` for async code: the listening socket, duplicated, for code that
+    /// accepts on it itself (SwiftNIO's `ServerBootstrap.withBoundSocket`); `connections` then receives
+    /// nothing more. Nil under round-robin in a worker (the primary accepts: hand off the connections
+    /// instead), or when the server no longer listens. Node has no counterpart.
+    /// - Throws: the errno of duplicating the socket.
+    public func handOffListeningSocket() async throws(ClusterError) -> Int32? {
+        let b = box
+        let result = await b.loop.wait { (w: LoopWait<Int32?>) in
+            do throws(ClusterError) { w.succeed(try b.value.server.handOffListeningSocket()) } catch { w.fail(error) }
+        }
+        return try result.get()
+    }
+
     /// `server.close(callback)`: stops listening at once and returns when the last connection has
     /// ended. If the task is cancelled, returns at once; the server still closes (it no longer listens,
     /// and `connections` finishes when its last connection ends).

@@ -19,7 +19,8 @@ public struct HandedOffConnection: Sendable {
 
     /// Ends the connection for its server, after the new owner closed the descriptor (the socket's
     /// `'close'`): `server.close()` and `worker.disconnect()` stop waiting for it and the process may end.
-    /// Callable from any thread; only the first call counts.
+    /// Callable from any thread; only the first call counts. When the last copy of this value goes
+    /// without a call, the connection is released then.
     public func release() { releaser.run() }
 }
 
@@ -29,6 +30,10 @@ final class Releaser: Sendable {
     private let connection: LoopBound<Connection>
 
     init(_ connection: LoopBound<Connection>) { self.connection = connection }
+
+    // Every copy of the HandedOffConnection is gone without a release(): nobody can end the connection
+    // for its server any more, so it ends now rather than holding the server (and the process) forever.
+    deinit { run() }
 
     func run() {
         guard !done.exchange(true, ordering: .acquiringAndReleasing) else { return }

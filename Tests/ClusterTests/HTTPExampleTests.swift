@@ -139,6 +139,7 @@ struct HTTPExampleTests {
         #expect(first.status == "HTTP/1.1 200 OK")
         #expect(first.headers["content-type"] == "application/json")
         #expect(first.headers["connection"] == "keep-alive")
+        #expect(first.headers["x-accepted-by"] == "cluster", "round-robin: the primary accepted, NIO served the descriptor")
         let keptWorker = try #require(first.worker, "body \(first.body)")
 
         // New connections, one request each: round-robin gives each worker every other one.
@@ -161,5 +162,39 @@ struct HTTPExampleTests {
         }
         #expect(Set(served) == [1, 2], "served by \(served)")
         #expect(served.filter { $0 == 1 }.count == 3, "served by \(served)")
+    }
+
+    // One worker: SwiftNIO's debug build (this test's) asserts that a wake-up of a listening socket brings a
+    // connection, which a socket shared by several processes does not promise.
+    @Test("under the shared policy a worker hands its listening socket to NIO's ServerBootstrap, which accepts and serves")
+    func servesShared() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = ["0", "1"]
+        process.environment = ProcessInfo.processInfo.environment.merging(["NODE_CLUSTER_SCHED_POLICY": "none"]) { $1 }
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        defer {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+        }
+        let listening = try lines(from: out.fileHandleForReading.fileDescriptor, count: 1, seconds: 20)
+        let port = try #require(listening.first?.split(separator: " ").last.flatMap { Int($0) }, "\(listening)")
+
+        // A connection that came before the hand-off was accepted by Cluster; from then on NIO accepts.
+        var served: Set<Int> = []
+        var acceptedBy: [String] = []
+        for i in 0..<8 {
+            let fd = try connectClient(port)
+            defer { close(fd) }
+            let r = try request(fd, path: "/shared/\(i)", close: true)
+            #expect(r.status == "HTTP/1.1 200 OK")
+            acceptedBy.append(r.headers["x-accepted-by"] ?? "")
+            served.insert(try #require(r.worker, "body \(r.body)"))
+        }
+        #expect(served == [1], "served by \(served)")
+        #expect(acceptedBy.allSatisfy { $0 == "nio" || $0 == "cluster" }, "\(acceptedBy)")
+        #expect(acceptedBy.last == "nio", "NIO never took over accepting: \(acceptedBy)")
     }
 }

@@ -116,6 +116,25 @@ struct HandOffTests {
         #expect(read(c, &byte, 1) == 0)
     }
 
+    @Test("a handed-off connection whose every copy is dropped without release() is released then")
+    func droppedHandOffReleases() throws {
+        let r = try Running()
+        let c = try client(r.port)
+        defer { close(c) }
+        #expect(r.arrived.wait(timeout: .now() + 5) == .success)
+        let closed = Mutex(false)
+        try r.onLoop { r in r.server.close { _ in closed.withLock { $0 = true } } }
+        // The new owner closes the descriptor and forgets the value without calling release().
+        let dropped = r.handedOff.withLock { handedOff in
+            defer { handedOff.removeAll() }
+            return handedOff.map(\.fd)
+        }
+        #expect(dropped.count == 1)
+        dropped.forEach { close($0) }
+        #expect(r.loopEnded.wait(timeout: .now() + 5) == .success, "the server still waits for a connection nobody can release")
+        #expect(closed.withLock { $0 })
+    }
+
     @Test("maxConnections counts a handed-off connection until it is released")
     func maxConnections() throws {
         let r = try Running(maxConnections: 1)
