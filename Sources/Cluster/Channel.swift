@@ -132,7 +132,7 @@ final class Channel {
             return .failure(ClusterError(code: "EINVAL", errno: EINVAL, syscall: "write",
                                          message: "a message carries at most \(Channel.maxDescriptors) descriptors"))
         }
-        var text = Array(value.jsonText.utf8)
+        var text = value.jsonBytes
         guard text.count <= maxMessage else {
             return .failure(ClusterError(code: "EMSGSIZE", errno: EMSGSIZE, syscall: "write",
                                          message: "a message of \(text.count) bytes exceeds \(maxMessage)"))

@@ -128,70 +128,102 @@ public struct JSONObject: Sendable, Hashable {
 
 extension JSONValue {
     /// Compact JSON text for this value.
-    public var jsonText: String {
-        var out = ""
+    public var jsonText: String { String(decoding: jsonBytes, as: UTF8.self) }
+
+    /// Compact JSON text for this value, as UTF-8 bytes (what the IPC channel sends).
+    public var jsonBytes: [UInt8] {
+        var out: [UInt8] = []
         write(to: &out)
         return out
     }
 
-    private func write(to out: inout String) {
+    private func write(to out: inout [UInt8]) {
         switch self {
-        case .null: out += "null"
-        case .bool(let b): out += b ? "true" : "false"
+        case .null: out.append(contentsOf: "null".utf8)
+        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
         case .number(let d):
             if d.rounded() == d, abs(d) < 9.0e15 {
-                out += String(Int(d))
+                out.append(contentsOf: String(Int(d)).utf8)
             } else if d.isFinite {
-                out += String(d)
+                out.append(contentsOf: String(d).utf8)
             } else {
-                out += "null"  // JSON has no infinities
+                out.append(contentsOf: "null".utf8)  // JSON has no infinities
             }
         case .string(let s): JSONValue.writeString(s, to: &out)
         case .array(let items):
-            out += "["
+            out.append(UInt8(ascii: "["))
             for (i, item) in items.enumerated() {
-                if i > 0 { out += "," }
+                if i > 0 { out.append(UInt8(ascii: ",")) }
                 item.write(to: &out)
             }
-            out += "]"
+            out.append(UInt8(ascii: "]"))
         case .object(let object):
-            out += "{"
+            out.append(UInt8(ascii: "{"))
             for (i, member) in object.members.enumerated() {
-                if i > 0 { out += "," }
+                if i > 0 { out.append(UInt8(ascii: ",")) }
                 JSONValue.writeString(member.key, to: &out)
-                out += ":"
+                out.append(UInt8(ascii: ":"))
                 member.value.write(to: &out)
             }
-            out += "}"
+            out.append(UInt8(ascii: "}"))
         }
     }
 
-    private static func writeString(_ s: String, to out: inout String) {
-        out += "\""
-        // Most strings, megabyte messages included, need no escape: append them whole.
-        let plain = s.utf8.withContiguousStorageIfAvailable { bytes in
-            !bytes.contains { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }
-        }
-        if plain == true {
-            out += s
-            out += "\""
-            return
-        }
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case let c where c.value < 0x20:
-                let hex = String(c.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
+    private static func writeString(_ s: String, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        // Runs of plain bytes (most strings are one run, megabyte messages included) are appended whole;
+        // the bytes between them are escaped one by one. Bytes of multi-byte characters are never special.
+        var string = s
+        string.withUTF8 { bytes in
+            var i = 0
+            while i < bytes.count {
+                let end = plainRunEnd(bytes, from: i)
+                if end > i { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[i..<end])) }
+                guard end < bytes.count else { break }
+                switch bytes[end] {
+                case UInt8(ascii: "\""): out.append(contentsOf: "\\\"".utf8)
+                case UInt8(ascii: "\\"): out.append(contentsOf: "\\\\".utf8)
+                case 0x0A: out.append(contentsOf: "\\n".utf8)
+                case 0x0D: out.append(contentsOf: "\\r".utf8)
+                case 0x09: out.append(contentsOf: "\\t".utf8)
+                case let c:
+                    let hex = Array("0123456789abcdef".utf8)
+                    out.append(contentsOf: "\\u00".utf8)
+                    out.append(hex[Int(c >> 4)])
+                    out.append(hex[Int(c & 0xF)])
+                }
+                i = end + 1
             }
         }
-        out += "\""
+        out.append(UInt8(ascii: "\""))
     }
+}
+
+/// The index of the first byte from `start` that a JSON string cannot hold as it is (a quote, a backslash,
+/// a control character), or `bytes.count`. Eight bytes at a time: megabyte strings are mostly plain.
+func plainRunEnd(_ bytes: UnsafeBufferPointer<UInt8>, from start: Int) -> Int {
+    var j = start
+    let count = bytes.count
+    if let base = bytes.baseAddress {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        while j + 8 <= count {
+            let x = UnsafeRawPointer(base + j).loadUnaligned(as: UInt64.self)
+            let quote = x ^ (ones &* 0x22)
+            let backslash = x ^ (ones &* 0x5C)
+            // A byte is zero in `v` when (v - 1) borrows into its high bit while its own high bit is clear;
+            // a byte below 0x20 the same way with 0x20 subtracted.
+            let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((x &- ones &* 0x20) & ~x)
+            if special & highs != 0 { break }
+            j += 8
+        }
+    }
+    while j < count {
+        let c = bytes[j]
+        if c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") || c < 0x20 { break }
+        j += 1
+    }
+    return j
 }
 
 // MARK: - Parsing
@@ -312,19 +344,21 @@ private struct JSONParser {
 
     mutating func parseString() throws(JSONParseError) -> String {
         i += 1
+        // A string without escapes (the common case, megabyte ones included) is made straight from its
+        // bytes: one scan, one validating copy.
+        let start = i
+        let firstEnd = bytes.withUnsafeBufferPointer { plainRunEnd($0, from: start) }
+        if firstEnd < bytes.count, bytes[firstEnd] == UInt8(ascii: "\"") {
+            let s = bytes.withUnsafeBufferPointer { String(validating: UnsafeBufferPointer(rebasing: $0[start..<firstEnd]), as: UTF8.self) }
+            guard let s else { throw fail("invalid UTF-8 in string") }
+            i = firstEnd + 1
+            return s
+        }
         var out: [UInt8] = []
         while true {
-            // Copy the run of plain bytes up to the next quote, backslash or control character at once:
-            // messages of megabytes are mostly such runs.
-            let runEnd = bytes.withUnsafeBufferPointer { buffer in
-                var j = i
-                while j < buffer.count {
-                    let c = buffer[j]
-                    if c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") || c < 0x20 { break }
-                    j += 1
-                }
-                return j
-            }
+            // Copy the run of plain bytes up to the next quote, backslash or control character at once.
+            let from = i
+            let runEnd = bytes.withUnsafeBufferPointer { plainRunEnd($0, from: from) }
             if runEnd > i {
                 out.append(contentsOf: bytes[i..<runEnd])
                 i = runEnd
