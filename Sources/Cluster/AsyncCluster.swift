@@ -102,6 +102,19 @@ extension EventLoop {
         }
     }
 
+    /// Runs a send that may throw on the loop (`send(_:handle:)` of either side): whether it was sent,
+    /// false when the task was cancelled before it ran (nothing was sent), or its error.
+    func send(_ body: @escaping () throws(ClusterError) -> Bool) async throws(ClusterError) -> Bool {
+        let result: Result<Bool, ClusterError> = await perform {
+            do throws(ClusterError) { return .success(try body()) } catch { return .failure(error) }
+        }.flatMap { $0 }
+        switch result {
+        case .success(let sent): return sent
+        case .failure(let e) where e.code == ClusterError.aborted.code: return false
+        case .failure(let e): throw e
+        }
+    }
+
     /// Runs `body` on the loop and returns its result, or `ABORT_ERR` when the calling task is cancelled
     /// before it ran (it then never runs).
     func perform<T: Sendable>(_ body: @escaping () -> T) async -> Result<T, ClusterError> {

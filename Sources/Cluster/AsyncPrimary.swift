@@ -195,16 +195,13 @@ public final class AsyncWorkerHandle: Sendable {
     /// - Throws: `ERR_INVALID_HANDLE_TYPE` when the descriptor is not open.
     public func send(_ message: JSONValue, descriptor fd: Int32) async throws(ClusterError) -> Bool {
         let r = record
-        let result: Result<Bool, ClusterError> = await r.loop.perform {
-            do throws(ClusterError) { return .success(try r.value.worker.send(message, handle: .descriptor(fd))) } catch {
-                return .failure(error)
-            }
-        }.flatMap { $0 }
-        switch result {
-        case .success(let sent): return sent
-        case .failure(let e) where e.code == ClusterError.aborted.code: return false
-        case .failure(let e): throw e
-        }
+        return try await r.loop.send { () throws(ClusterError) in try r.value.worker.send(message, handle: .descriptor(fd)) }
+    }
+
+    /// `send(_:)` of a `Codable` value, encoded as JSON (decode what arrives with `JSONValue.decode(_:)`).
+    /// - Throws: the value's encoding error; nothing is sent then.
+    public func send<Message: Encodable>(encoding message: Message) async throws -> Bool {
+        await send(try JSONValue(encoding: message))
     }
 
     /// `worker.disconnect()`, returning once the worker's channel has closed (`'disconnect'`), at once if

@@ -38,16 +38,13 @@ public final class AsyncWorker: Sendable {
     /// - Throws: `ERR_INVALID_HANDLE_TYPE` when the descriptor is not open.
     public func send(_ message: JSONValue, descriptor fd: Int32) async throws(ClusterError) -> Bool {
         let s = state
-        let result: Result<Bool, ClusterError> = await s.loop.perform {
-            do throws(ClusterError) { return .success(try s.value.worker.send(message, handle: .descriptor(fd))) } catch {
-                return .failure(error)
-            }
-        }.flatMap { $0 }
-        switch result {
-        case .success(let sent): return sent
-        case .failure(let e) where e.code == ClusterError.aborted.code: return false
-        case .failure(let e): throw e
-        }
+        return try await s.loop.send { () throws(ClusterError) in try s.value.worker.send(message, handle: .descriptor(fd)) }
+    }
+
+    /// `send(_:)` of a `Codable` value, encoded as JSON (decode what arrives with `JSONValue.decode(_:)`).
+    /// - Throws: the value's encoding error; nothing is sent then.
+    public func send<Message: Encodable>(encoding message: Message) async throws -> Bool {
+        await send(try JSONValue(encoding: message))
     }
 
     /// `cluster.worker.disconnect()`: closes the servers obtained through the primary, waits for them
