@@ -77,6 +77,9 @@ struct SpecSelection: ParsableArguments {
     @Option(name: .long, help: "Only specs that need this feature (repeatable).")
     var feature: [String] = []
 
+    @Option(name: .long, help: ArgumentHelp("Only shard K of N: the selected specs, sorted by id, dealt out in turn to N shards (to split a run across machines).", valueName: "K/N"))
+    var shard: String?
+
     /// Loads the specs; prints problems and exits 2 when there are any.
     func load() throws -> [Spec] { try loadWithAll().selected }
 
@@ -106,7 +109,13 @@ struct SpecSelection: ParsableArguments {
             printError("cluster-conformance: no spec matches" + filter.map { " --filter '\($0)'" }.joined() + feature.map { " --feature '\($0)'" }.joined())
             throw Exit.badInput
         }
-        return (selected, suite.specs)
+        guard let shard else { return (selected, suite.specs) }
+        do throws(Shard.ParseError) {
+            return (try Shard(parsing: shard).select(selected, id: \.id), suite.specs)
+        } catch {
+            printError("cluster-conformance: \(error)")
+            throw Exit.badInput
+        }
     }
 }
 
