@@ -31,7 +31,8 @@ public final class AsyncServer: Sendable {
     /// accepts on it itself (SwiftNIO's `ServerBootstrap.withBoundSocket`); `connections` then receives
     /// nothing more. Nil under round-robin in a worker (the primary accepts: hand off the connections
     /// instead), or when the server no longer listens. Node has no counterpart.
-    /// - Throws: the errno of duplicating the socket.
+    /// - Throws: the errno of duplicating the socket; `ABORT_ERR` when the task was cancelled before the
+    ///   loop ran the hand-off (nothing was handed off).
     public func handOffListeningSocket() async throws(ClusterError) -> Int32? {
         let b = box
         let result = await b.loop.wait { (w: LoopWait<Int32?>) in

@@ -93,11 +93,7 @@ final class Channel {
             try Sockets.setNonBlocking(fd)
             watcher = try loop.watch(fd) { [weak self] in self?.readAvailable() }
         } catch {
-            loop.nextTick { [weak self] in
-                guard let self, isOpen else { return }
-                onError(error)
-                close()
-            }
+            failOnNextTick(error)
         }
     }
 
@@ -151,6 +147,12 @@ final class Channel {
     /// channel is reported through `onError` and the channel closes, as for a peer's protocol error.
     func sendControl(_ value: JSONValue, fds: [Int32] = []) {
         guard case .failure(let error) = send(.control, value, fds: fds), error.code != "ERR_IPC_CHANNEL_CLOSED" else { return }
+        failOnNextTick(error)
+    }
+
+    /// Reports `error` through `onError` and closes the channel, after the current callback returns (the
+    /// caller is still inside a send or the channel's set-up).
+    private func failOnNextTick(_ error: ClusterError) {
         loop.nextTick { [weak self] in
             guard let self, isOpen else { return }
             onError(error)
@@ -181,11 +183,7 @@ final class Channel {
         withUnsafeBytes(of: ticket.bigEndian) { packet.append(contentsOf: $0) }
         packet.append(accepted ? 1 : 0)
         guard case .failure(let error) = send(packets: [packet], fds: []) else { return }
-        loop.nextTick { [weak self] in
-            guard let self, isOpen else { return }
-            onError(error)
-            close()
-        }
+        failOnNextTick(error)
     }
 
     /// A user message as `worker.send(message)` and `process.send(message)` send it (both sides share

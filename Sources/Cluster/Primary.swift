@@ -177,7 +177,7 @@ public final class Primary {
         // The exit is watched through a pidfd. Without one the primary could never report the worker's 'exit',
         // so a worker that cannot be watched is not kept: it is killed and reaped, and fork() throws.
         let pidfd = csupport_pidfd_open(pid)
-        var exitWatcher: Watcher?
+        let exitWatcher: Watcher
         do throws(ClusterError) {
             guard pidfd >= 0 else { throw ClusterError(errno: errno, syscall: "pidfd_open") }
             exitWatcher = try loop.watch(pidfd) {}
@@ -191,7 +191,7 @@ public final class Primary {
         keep = true
         let worker = Worker(id: id, pid: pid, primary: self, channel: Channel(fd: channelFD, loop: loop), stdio: parentEnds)
         workers[id] = worker
-        worker.start(pidfd: pidfd, exitWatcher: exitWatcher!)
+        worker.start(pidfd: pidfd, exitWatcher: exitWatcher)
         loop.nextTick { [self] in emit(.fork(worker)) }
         return worker
     }

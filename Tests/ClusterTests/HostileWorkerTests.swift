@@ -1,3 +1,4 @@
+import SystemSupport
 import Testing
 @testable import Cluster
 
@@ -117,15 +118,6 @@ struct MarkerFile: ~Copyable {
 
     /// How many of this process's descriptors are open on the file.
     func openHere() -> Int {
-        guard let dir = opendir("/proc/self/fd") else { return -1 }
-        defer { closedir(dir) }
-        var count = 0
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            var target = [CChar](repeating: 0, count: 4096)
-            let n = readlink("/proc/self/fd/" + name, &target, target.count - 1)
-            if n > 0, String(decoding: target.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) == path { count += 1 }
-        }
-        return count
+        openDescriptors().filter { symbolicLinkTarget("/proc/self/fd/\($0)") == path }.count
     }
 }

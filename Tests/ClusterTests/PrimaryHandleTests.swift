@@ -111,14 +111,7 @@ struct PrimaryHandleTests {
 struct FailingSyscallTests {
     /// The lowest descriptor number process `pid` does not have open.
     func lowestFreeDescriptor(of pid: pid_t) -> Int {
-        var open = Set<Int>()
-        if let dir = opendir("/proc/\(pid)/fd") {
-            while let entry = readdir(dir) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                if let n = Int(name) { open.insert(n) }
-            }
-            closedir(dir)
-        }
+        let open = Set(openDescriptors(of: String(pid)).map(Int.init))
         return (0...).first { !open.contains($0) }!
     }
 

@@ -75,3 +75,15 @@ func makeTemporaryDirectory() -> String {
 func removeDirectory(_ path: String) {
     try? FileManager.default.removeItem(atPath: path)
 }
+
+/// The descriptor numbers process `pid` has open ("self" for this process), from `/proc/PID/fd`.
+func openDescriptors(of pid: String = "self") -> [Int32] {
+    guard let dir = opendir("/proc/\(pid)/fd") else { return [] }
+    defer { closedir(dir) }
+    var numbers: [Int32] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if let n = Int32(name) { numbers.append(n) }
+    }
+    return numbers
+}

@@ -39,6 +39,17 @@ func elapsed(since start: ContinuousClock.Instant) -> JSONValue {
 
 func sleep(ms: Int) async { try? await Task.sleep(for: .milliseconds(ms)) }
 
+/// Returns once `fd` no longer takes bytes (its send buffer is full, so a write to it has stalled), or after
+/// 10 s: a condition, not a guess at how long the write takes to get there.
+func untilStalled(_ fd: Int32) async {
+    let deadline = ContinuousClock.now + .seconds(10)
+    while ContinuousClock.now < deadline {
+        var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        if poll(&p, 1, 0) == 0 { return }
+        await sleep(ms: 1)
+    }
+}
+
 /// Runs `body` in a task, cancels it after `ms` milliseconds, and reports `event` with how it ended and
 /// how long the cancelled call took to return after the cancellation.
 func cancelAfter<T: Sendable>(ms: Int, _ event: String, _ body: @escaping @Sendable () async throws(ClusterError) -> T) async {
@@ -363,7 +374,7 @@ case .worker(let worker):
                     do throws(ClusterError) { try await connection.write(bytes) } catch { return .failure(error) }
                     return .success(())
                 }
-                await sleep(ms: 200)
+                await untilStalled(connection.fd)
                 await cancelAfter(ms: 50, "queued-write") { () async throws(ClusterError) in try await connection.write(Array("tail".utf8)) }
                 let third = Task { () async -> Result<Void, ClusterError> in
                     do throws(ClusterError) { try await connection.write(Array("third".utf8)) } catch { return .failure(error) }
@@ -381,7 +392,7 @@ case .worker(let worker):
                     do throws(ClusterError) { try await connection.write(bytes) } catch { return .failure(error) }
                     return .success(())
                 }
-                await sleep(ms: 200)
+                await untilStalled(connection.fd)
                 await cancelAfter(ms: 100, "close") { () async throws(ClusterError) in await connection.close() }
                 report("stalled-write", [("code", outcome(await big.value))])
             case 4:
@@ -391,7 +402,7 @@ case .worker(let worker):
                     do throws(ClusterError) { try await connection.write(bytes) } catch { return .failure(error) }
                     return .success(())
                 }
-                await sleep(ms: 200)
+                await untilStalled(connection.fd)
                 report("detaching")
                 let fd = await connection.detach()
                 let sent = "END".withCString { send(fd, $0, 3, Int32(MSG_NOSIGNAL)) }
