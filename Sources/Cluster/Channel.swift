@@ -64,6 +64,8 @@ final class Channel {
     private var outgoing: [(bytes: [UInt8], fds: [Int32])] = []
     private var outgoingHead = 0
     private var buffer = [UInt8](repeating: 0, count: Channel.maxPacket)
+    /// Where `recvmsg` puts the descriptors of one packet; reused for every read.
+    private var descriptors = [Int32](repeating: -1, count: Channel.maxDescriptors)
     private var assembling: (kind: Kind, total: Int, bytes: [UInt8], fds: [Int32])?
     private(set) var isOpen = true
     private var closeWhenFlushed = false
@@ -329,13 +331,13 @@ final class Channel {
         var reads = 0
         while isOpen && reads < Channel.readsPerWakeUp {
             reads += 1
-            var fds = [Int32](repeating: -1, count: Channel.maxDescriptors)
             var nfds: Int32 = 0
             var truncated: Int32 = 0
             let n = buffer.withUnsafeMutableBytes { raw in
-                csupport_recv_with_fds(fd, raw.baseAddress, raw.count, &fds, Int32(Channel.maxDescriptors), &nfds, &truncated)
+                csupport_recv_with_fds(fd, raw.baseAddress, raw.count, &descriptors, Int32(Channel.maxDescriptors), &nfds, &truncated)
             }
-            let received = Array(fds.prefix(Int(nfds)))
+            // Most packets carry no descriptor: no array is made for them.
+            let received = nfds == 0 ? [] : Array(descriptors.prefix(Int(nfds)))
             if n < 0 {
                 if errno == EAGAIN || errno == EWOULDBLOCK { return }
                 hangUp()
