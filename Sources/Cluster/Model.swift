@@ -209,6 +209,9 @@ public enum ProcessExit {
 public enum ClusterVersion {
     /// Semantic version of the Cluster library.
     public static let string = "0.1.0"
+    /// The Node.js version whose `node:cluster` behaviour the library follows where Node changed it between
+    /// versions (for example `server.maxConnections = 0`, no limit before Node 22).
+    public static let followsNode = "20"
     /// The Swift compiler it was built with.
     public static var compiler: String {
         #if compiler(>=6.3)

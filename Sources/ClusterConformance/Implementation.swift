@@ -217,6 +217,11 @@ public struct ImplementationInfo: Sendable {
     public var version: String
     /// The features it supports.
     public var features: Set<String>
+    /// The Node.js version whose behaviour it follows (its handshake's `implementation.node`, else the reference).
+    public var node: NodeVersion = .reference
+
+    /// Whether a spec applies: its `nodeVersions`, if any, include the version the implementation follows.
+    public func follows(_ spec: Spec) -> Bool { spec.nodeVersions?.contains(node) ?? true }
 }
 
 extension Implementation {
@@ -238,7 +243,14 @@ extension Implementation {
         }
         let impl = hello["implementation"]
         let features = Set(hello["features"]?.arrayValue?.compactMap(\.stringValue) ?? [])
-        return .success(ImplementationInfo(name: impl?["name"]?.stringValue ?? name,
-                                           version: impl?["version"]?.stringValue ?? "?", features: features))
+        var info = ImplementationInfo(name: impl?["name"]?.stringValue ?? name, version: impl?["version"]?.stringValue ?? "?",
+                                      features: features)
+        if let node = impl?["node"] {
+            guard let text = node.stringValue, let version = NodeVersion(text) else {
+                return .failure(ImplementationError("\(label) answered the handshake with implementation.node \(node.jsonText): not a Node version (major[.minor[.patch]])"))
+            }
+            info.node = version
+        }
+        return .success(info)
     }
 }

@@ -13,6 +13,8 @@ public struct Summary: Sendable {
     public var passed = 0, failed = 0, skipped = 0, errors = 0, xfailed = 0, xpassed = 0
     /// Results that came as expected only on a retry.
     public var retried = 0
+    /// Specs not run because they describe Node versions other than the one the implementation follows.
+    public var otherVersions = 0
     /// Wall time of the whole run.
     public var duration: Duration = .zero
 
@@ -36,6 +38,7 @@ public struct Summary: Sendable {
         var parts = ["\(passed) passed", "\(failed) failed", "\(skipped) skipped", "\(errors) errors"]
         if xfailed > 0 || xpassed > 0 { parts += ["\(xfailed) expected failures", "\(xpassed) unexpected passes"] }
         if retried > 0 { parts.append("\(retried) as expected only after a retry") }
+        if otherVersions > 0 { parts.append("\(otherVersions) not run (they describe other Node versions)") }
         return parts.joined(separator: ", ")
     }
 }
@@ -99,10 +102,16 @@ public struct SuiteRunner: Sendable {
         return result
     }
 
+    /// Why a spec does not apply: it describes Node versions that exclude the one the implementation follows.
+    public func otherVersionReason(_ spec: Spec) -> String? {
+        guard let range = spec.nodeVersions, !info.follows(spec) else { return nil }
+        return "the spec describes Node \(range); \(info.name) follows Node \(info.node)"
+    }
+
     /// Runs one spec once, judged against the implementation's expectations.
     func runOnce(_ spec: Spec) -> SpecResult {
         let deviation = expectations.deviations[spec.id]
-        if let reason = skipReason(spec) ?? (deviation?.expected == .skip ? "expected: \(deviation!.reason)" : nil) {
+        if let reason = otherVersionReason(spec) ?? skipReason(spec) ?? (deviation?.expected == .skip ? "expected: \(deviation!.reason)" : nil) {
             return SpecResult(id: spec.id, location: spec.location, outcome: .skip, messages: [reason], logTail: [],
                               stderrTail: "", duration: .zero, events: [])
         }
@@ -125,9 +134,12 @@ public struct SuiteRunner: Sendable {
     }
 
     /// Runs every spec `repeats` times with `jobs` in parallel and reports each result; returns the summary.
+    /// A spec for other Node versions than the implementation follows is not run (counted in `otherVersions`).
     @discardableResult
     public func run(_ specs: [Spec], reporter: any Reporter) -> Summary {
         let started = ContinuousClock.now
+        let all = specs.count
+        let specs = specs.filter(info.follows)
         reporter.begin(implementation: info, specs: specs.count, repeats: repeats, jobs: jobs)
         let work = (1...repeats).flatMap { iteration in specs.map { (iteration, $0) } }
         let next = Atomic<Int>(0)
@@ -153,6 +165,7 @@ public struct SuiteRunner: Sendable {
         group.wait()
         var final = summary.withLock { $0 }
         final.specs = specs.count
+        final.otherVersions = all - specs.count
         final.repeats = repeats
         final.duration = .now - started
         reporter.end(final)

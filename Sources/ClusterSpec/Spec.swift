@@ -24,6 +24,9 @@ public struct Spec: Sendable {
     public var expect: [Expectation]
     /// Where the spec was loaded from.
     public var location: SourceLocation
+    /// The Node versions whose behaviour the spec describes, when Node changed it deliberately (`nodeVersions`);
+    /// nil for every version.
+    public var nodeVersions: NodeVersionRange?
 
     /// The default time budget, in milliseconds.
     public static let defaultTimeout = 10_000

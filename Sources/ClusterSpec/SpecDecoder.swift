@@ -29,7 +29,7 @@ struct SpecDecoder {
     }
 
     static let topKeys = ["id", "description", "refs", "behaviours", "features", "from", "comment", "timeout",
-                          "setup", "steps", "expect"]
+                          "nodeVersions", "setup", "steps", "expect"]
     static let requiredTopKeys = ["id", "description", "refs", "behaviours", "features", "steps", "expect"]
     static let setupKeys = ["policy", "platform", "env", "ports", "inherit", "dirs", "payloads", "user"]
     static var stepKinds: [String] { StepName.allCases.map(\.rawValue) }
@@ -57,6 +57,7 @@ struct SpecDecoder {
         let features = top["features"].flatMap { list($0, "features") }?.compactMap { feature($0) } ?? []
         let from = top["from"].flatMap { string($0, "from") }
         let comment = top["comment"].flatMap { string($0, "comment") }
+        let nodeVersions = top["nodeVersions"].flatMap { nodeVersionRange($0) }
         var timeout = Spec.defaultTimeout
         if let t = top["timeout"], let ms = int(t, "timeout") {
             if ms < 100 || ms > 600_000 { problem(t, "timeout must be between 100 and 600000 milliseconds") } else { timeout = ms }
@@ -75,9 +76,27 @@ struct SpecDecoder {
         if let b = top["behaviours"], b.isEmptySequence { problem(b, "behaviours must name at least one catalogue ID") }
         if let f = top["features"], f.isEmptySequence { problem(f, "features must name at least one feature") }
         guard let id, let description else { return nil }
-        return Spec(id: id, description: description, refs: refs, behaviours: behaviours, features: features,
-                    from: from, comment: comment, timeout: timeout, setup: setup, steps: steps, expect: expect,
-                    location: location(root))
+        var spec = Spec(id: id, description: description, refs: refs, behaviours: behaviours, features: features,
+                        from: from, comment: comment, timeout: timeout, setup: setup, steps: steps, expect: expect,
+                        location: location(root))
+        spec.nodeVersions = nodeVersions
+        return spec
+    }
+
+    mutating func nodeVersionRange(_ node: YAMLNode) -> NodeVersionRange? {
+        guard let s = string(node, "nodeVersions") else { return nil }
+        do throws(NodeVersionRange.ParseError) {
+            let range = try NodeVersionRange(parsing: s)
+            if !range.contains(.reference) && !range.comparators.contains(where: { [.greaterOrEqual, .greater, .equal].contains($0.op) }) {
+                // Only an upper bound below the reference: nothing on this machine could ever validate it.
+                problem(node, "nodeVersions '\(s)' excludes every version from the reference (Node \(NodeVersion.reference)) up; a spec must be validated by some Node")
+                return nil
+            }
+            return range
+        } catch {
+            problem(node, error.description)
+            return nil
+        }
     }
 
     mutating func idString(_ node: YAMLNode) -> String? {

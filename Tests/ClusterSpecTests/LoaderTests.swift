@@ -131,7 +131,7 @@ struct SpecEncoderTests {
         // (and to the encoder), or two different specs would compare equal.
         let text = try String(contentsOfFile: Paths.specs + "/listen/port-zero-same-port.yaml", encoding: .utf8)
         let spec = try #require(SpecLoader(features: suiteFeatures).load(text: text, file: "x.yaml").spec)
-        #expect(Mirror(reflecting: spec).children.count == 12)
+        #expect(Mirror(reflecting: spec).children.count == 13)
         #expect(Mirror(reflecting: spec.setup).children.count == 8)
         #expect(Mirror(reflecting: spec.expect[0]).children.count == 4)
         #expect(Mirror(reflecting: InheritedSocket(fd: 3, transport: .tcp, host: "127.0.0.1", portVariable: nil)).children.count == 4)
@@ -143,6 +143,9 @@ struct SpecEncoderTests {
         #expect(other != spec)
         other = spec
         other.setup.dirs = ["d"]
+        #expect(other != spec)
+        other = spec
+        other.nodeVersions = try NodeVersionRange(parsing: ">=22")
         #expect(other != spec)
     }
 }
