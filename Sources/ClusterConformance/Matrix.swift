@@ -110,6 +110,18 @@ public struct ConformanceMatrix: Sendable {
         return joined.count > 400 ? String(joined.prefix(400)) + "…" : joined
     }
 
+    /// Every cell as a line `spec<TAB>implementation version<TAB>outcome`, sorted: two matrices gave the same
+    /// verdicts when these are equal.
+    public func verdicts() -> String {
+        var lines: [String] = []
+        for spec in specs {
+            for (column, cell) in zip(columns, cells(spec, [:])) {
+                lines.append("\(spec.id)\t\(column.info.name) \(column.info.version)\t\(cell.outcome)")
+            }
+        }
+        return lines.sorted().joined(separator: "\n") + "\n"
+    }
+
     // MARK: - Markdown
 
     /// `CONFORMANCE.md`.

@@ -140,25 +140,38 @@ public final class TAPReporter: Reporter {
     }
 }
 
-/// JSON Lines: a header, one line per spec run, a footer.
+/// JSON Lines: a header (the implementation, the suite's identity and the expectations applied), one line per
+/// spec run, a footer. `matrix --from` reads such files back (`ResultsFile`).
 public final class JSONLReporter: Reporter {
     private let sink: ReportSink
+    private let suite: SuiteIdentity?
+    private let expectations: Expectations?
 
-    /// A JSON Lines reporter writing to `sink`.
-    public init(sink: ReportSink) { self.sink = sink }
+    /// A JSON Lines reporter writing to `sink`; `suite` and `expectations` go into the header so that results of
+    /// separate runs can be merged (and refused when they judged another suite).
+    public init(sink: ReportSink, suite: SuiteIdentity? = nil, expectations: Expectations? = nil) {
+        self.sink = sink
+        self.suite = suite
+        self.expectations = expectations
+    }
 
     public func begin(implementation: ImplementationInfo, specs: Int, repeats: Int, jobs: Int) {
-        let header = JSONObject([("type", "header"), ("protocol", .number(Double(protocolVersion))),
-                                 ("implementation", .object(JSONObject([("name", .string(implementation.name)), ("version", .string(implementation.version))]))),
-                                 ("specs", .number(Double(specs))), ("repeats", .number(Double(repeats)))])
+        let impl = JSONObject([("name", .string(implementation.name)), ("version", .string(implementation.version)),
+                               ("node", .string(implementation.node.description)),
+                               ("features", .array(implementation.features.sorted().map { .string($0) }))])
+        let header = JSONObject([("type", "header"), ("protocol", .number(Double(protocolVersion))), ("implementation", .object(impl))]
+                                + ResultsFile.headerFields(suite: suite, expectations: expectations)
+                                + [("specs", .number(Double(specs))), ("repeats", .number(Double(repeats)))])
         sink.write(JSONValue.object(header).jsonText + "\n")
     }
 
     public func result(_ r: SpecResult, iteration: Int) {
-        let line = JSONObject([("type", "result"), ("id", .string(r.id)), ("run", .number(Double(iteration))),
+        var line = JSONObject([("type", "result"), ("id", .string(r.id)), ("run", .number(Double(iteration))),
                                ("outcome", .string(r.outcome.name)), ("duration_ms", .number(Double(milliseconds(r.duration)))),
-                               ("messages", .array(r.messages.map { .string($0) })),
-                               ("events", .array(r.events.map { .object($0.fields) }))])
+                               ("messages", .array(r.messages.map { .string($0) }))])
+        if !r.waivedInvariants.isEmpty { line["waived"] = .array(r.waivedInvariants.map { .string($0.rawValue) }) }
+        if !r.failedAttempts.isEmpty { line["failedAttempts"] = .array(r.failedAttempts.map { .string($0) }) }
+        line["events"] = .array(r.events.map { .object($0.fields) })
         sink.write(JSONValue.object(line).jsonText + "\n")
     }
 

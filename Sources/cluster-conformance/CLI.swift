@@ -227,17 +227,17 @@ struct Run: ParsableCommand {
         } else {
             sink = .standardOutput
         }
+        let known = try loadExpectations(for: implCommand == nil ? implementation.name : nil, path: expectations, ids: Set(all.map(\.id)))
         switch format {
         case "tap": reporters.append(TAPReporter(sink: sink))
         case "junit": reporters.append(JUnitReporter(sink: sink))
-        case "jsonl": reporters.append(JSONLReporter(sink: sink))
+        case "jsonl": reporters.append(JSONLReporter(sink: sink, suite: SuiteIdentity(specs: all), expectations: known))
         default: reporters.append(HumanReporter(sink: sink, verbose: verbose))
         }
         if format != "human" || output != nil {
             // The machine-readable report has its own destination; people still see progress.
             reporters.append(HumanReporter(sink: output == nil ? .standardError : .standardOutput, verbose: verbose))
         }
-        let known = try loadExpectations(for: implCommand == nil ? implementation.name : nil, path: expectations, ids: Set(all.map(\.id)))
         let runner = SuiteRunner(implementation: implementation, info: info, options: options, jobs: settings.jobs, repeats: `repeat`,
                                  expectations: known)
         let summary = runner.run(specs, reporter: ReporterFan(reporters))
@@ -287,17 +287,28 @@ struct Matrix: ParsableCommand {
     @Option(name: .long, help: "An implementation (a directory of fixtures/); repeat for each column, in order.")
     var impl: [String] = []
 
+    @Option(name: .long, parsing: .upToNextOption, help: ArgumentHelp(
+        "Build the matrix from these results files of `run --format jsonl` instead of running (shards, machines, repeats).",
+        discussion: "One column per implementation and version, in the order the files name them; runs of a spec that disagree merge into the worst outcome. Files from another suite version, cut short, or leaving a spec without a result are refused (exit 2).",
+        valueName: "FILE"))
+    var from: [String] = []
+
     @OptionGroup var settings: RunSettings
 
     @Option(name: .long, help: "Where to write CONFORMANCE.md and conformance.html (default: the suite's root).")
     var outputDirectory: String?
 
+    @Option(name: .long, help: ArgumentHelp("Also write every cell as `spec<TAB>implementation<TAB>outcome` lines to this file (to compare two matrices).", valueName: "FILE"))
+    var verdicts: String?
+
     func validate() throws {
-        guard !impl.isEmpty else { throw ValidationError("give at least one --impl") }
+        guard impl.isEmpty != from.isEmpty else { throw ValidationError("give --impl (run the implementations) or --from (merge results files), one of them") }
+        if !from.isEmpty && selection.shard != nil { throw ValidationError("--shard selects specs to run; a matrix --from covers every spec the files were run for") }
     }
 
     func run() throws {
         let (specs, all) = try selection.loadWithAll()
+        if !from.isEmpty { return try merge(specs: specs, all: all) }
         let options = settings.options
         var columns: [MatrixColumn] = []
         var exitCode: Int32 = 0
@@ -315,21 +326,41 @@ struct Matrix: ParsableCommand {
             columns.append(MatrixColumn(info: info, results: collector.results, expectations: known, summary: summary))
             exitCode = max(exitCode, summary.exitCode)
         }
-        let matrix = ConformanceMatrix(specs: specs, columns: columns)
-        let command = "cluster-conformance matrix " + impl.map { "--impl \($0)" }.joined(separator: " ")
+        try write(ConformanceMatrix(specs: specs, columns: columns),
+                  command: "cluster-conformance matrix " + impl.map { "--impl \($0)" }.joined(separator: " "))
+        if exitCode != 0 { throw ExitCode(exitCode) }
+    }
+
+    /// `--from`: the columns from results files, checked against this checkout's suite.
+    func merge(specs: [Spec], all: [Spec]) throws {
+        let columns: [MatrixColumn]
+        do throws(ResultsFileError) {
+            let files = try from.map { path throws(ResultsFileError) in try ResultsFile.read(path, specs: all) }
+            columns = try ResultsMerge.columns(files, specs: specs, suite: SuiteIdentity(specs: all))
+        } catch {
+            printError("cluster-conformance: \(error)")
+            throw Exit.badInput
+        }
+        try write(ConformanceMatrix(specs: specs, columns: columns),
+                  command: "cluster-conformance matrix --from " + from.map { ($0 as NSString).lastPathComponent }.joined(separator: " "))
+        let exitCode = columns.map(\.summary.exitCode).max() ?? 0
+        if exitCode != 0 { throw ExitCode(exitCode) }
+    }
+
+    func write(_ matrix: ConformanceMatrix, command: String) throws {
         let dir = outputDirectory ?? Layout.root()
         do {
             try matrix.markdown(generatedBy: command).write(toFile: dir + "/CONFORMANCE.md", atomically: true, encoding: .utf8)
             try matrix.html(generatedBy: command).write(toFile: dir + "/conformance.html", atomically: true, encoding: .utf8)
+            if let verdicts { try matrix.verdicts().write(toFile: verdicts, atomically: true, encoding: .utf8) }
         } catch {
             printError("cluster-conformance: cannot write the matrix: \(error.localizedDescription)")
             throw Exit.badInput
         }
         print("wrote \(Layout.relative(dir + "/CONFORMANCE.md")) and \(Layout.relative(dir + "/conformance.html"))")
-        for c in columns {
+        for c in matrix.columns {
             print("  \(c.info.name) \(c.info.version): \(String(format: "%.1f", c.passPercentage)) % pass; \(c.summary.counts)")
         }
-        if exitCode != 0 { throw ExitCode(exitCode) }
     }
 }
 
