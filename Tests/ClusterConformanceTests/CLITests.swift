@@ -29,7 +29,7 @@ struct CLITests {
     func suiteClean() throws {
         let r = try runCommand([Paths.cli, "lint", Paths.specs])
         #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "\(try SuiteRun.ids().count) specs: no problems\n")
+        #expect(r.stdout == "\(try SuiteRun.specs().count) specs: no problems\n")
     }
 
     @Test("run: an implementation whose program does not exist is exit code 3, naming the path")
@@ -167,4 +167,23 @@ func temporaryDirectory(_ name: String) throws -> String {
     let path = FileManager.default.temporaryDirectory.appendingPathComponent("cc-\(name)-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return path
+}
+
+/// `matrix --from`, run as a user runs it: bad results files are exit code 2 with the file and line.
+@Suite("CLI: matrix --from", .serialized)
+struct MatrixFromCLITests {
+    @Test("a results file cut short, or --from with --impl, is exit code 2 naming what is wrong")
+    func badInput() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("from-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "{\"type\":\"header\",\"protocol\":2".write(toFile: dir + "/cut.jsonl", atomically: true, encoding: .utf8)
+        var r = try runCommand([Paths.cli, "matrix", "--from", dir + "/cut.jsonl", "--output-directory", dir], cwd: Paths.packageRoot)
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("\(dir)/cut.jsonl:1: the last line is cut short (no newline)"), "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/CONFORMANCE.md"))
+        r = try runCommand([Paths.cli, "matrix", "--from", dir + "/cut.jsonl", "--impl", "node"], cwd: Paths.packageRoot)
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("give --impl (run the implementations) or --from (merge results files), one of them"), "\(r.stderr)")
+    }
 }
