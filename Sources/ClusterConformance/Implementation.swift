@@ -231,7 +231,7 @@ extension Implementation {
         if let problem = programProblem() {
             return .failure(ImplementationError("\(label) cannot start: \(problem)"))
         }
-        let probe = Spec(id: "handshake", description: "handshake", refs: [], behaviours: [], features: [], from: nil,
+        let probe = Spec(id: "handshake", description: "handshake", refs: [], basis: .observed, behaviours: [], features: [], from: nil,
                          comment: nil, timeout: 10_000, setup: Setup(), steps: [], expect: [],
                          location: SourceLocation(file: "(handshake)", mark: SourceMark(line: 1, column: 1)))
         let result = SpecRun(spec: probe, implementation: self, options: options).run()

@@ -6,6 +6,12 @@ public struct Spec: Sendable {
     public var description: String
     /// Sections of Node's documentation the behaviour comes from.
     public var refs: [DocRef]
+    /// Whether the spec checks what Node's documentation says or what Node does beyond or against it.
+    public var basis: Basis
+    /// A short verbatim passage of the documentation section a documented spec rests on.
+    public var quote: String?
+    /// Files of the nodejs/node repository an observed spec rests on (`lib/net.js`, `lib/net.js#L120`, …).
+    public var source: [String]
     /// Behaviour-catalogue IDs (`LISTEN-02`, …) the spec checks.
     public var behaviours: [String]
     /// Feature names an implementation must advertise for the spec to run.
@@ -32,11 +38,15 @@ public struct Spec: Sendable {
     public static let defaultTimeout = 10_000
 
     /// A spec from its parts (the loader builds these from files).
-    public init(id: String, description: String, refs: [DocRef], behaviours: [String], features: [String], from: String?,
-                comment: String?, timeout: Int, setup: Setup, steps: [Step], expect: [Expectation], location: SourceLocation) {
+    public init(id: String, description: String, refs: [DocRef], basis: Basis, quote: String? = nil, source: [String] = [],
+                behaviours: [String], features: [String], from: String?, comment: String?, timeout: Int, setup: Setup,
+                steps: [Step], expect: [Expectation], location: SourceLocation) {
         self.id = id
         self.description = description
         self.refs = refs
+        self.basis = basis
+        self.quote = quote
+        self.source = source
         self.behaviours = behaviours
         self.features = features
         self.from = from
@@ -47,6 +57,15 @@ public struct Spec: Sendable {
         self.expect = expect
         self.location = location
     }
+}
+
+/// What a spec's expectations rest on: a red cell on a `documented` spec breaks Node's documented contract; on an
+/// `observed` spec it only differs from what Node 20 does.
+public enum Basis: String, Sendable, Hashable, CaseIterable {
+    /// Every expectation is stated by the documentation sections the spec's `refs` name.
+    case documented
+    /// At least one expectation rests on Node's behaviour where its documentation is silent or says otherwise.
+    case observed
 }
 
 /// A file and a position in it.

@@ -28,9 +28,13 @@ struct SpecDecoder {
         self.knownFeatures = knownFeatures
     }
 
-    static let topKeys = ["id", "description", "refs", "behaviours", "features", "from", "comment", "timeout",
-                          "nodeVersions", "setup", "steps", "expect"]
-    static let requiredTopKeys = ["id", "description", "refs", "behaviours", "features", "steps", "expect"]
+    static let topKeys = ["id", "description", "refs", "basis", "quote", "source", "behaviours", "features", "from",
+                          "comment", "timeout", "nodeVersions", "setup", "steps", "expect"]
+    static let requiredTopKeys = ["id", "description", "refs", "basis", "behaviours", "features", "steps", "expect"]
+    /// The longest `quote`: a passage short enough to read in the matrix, not a copy of the docs.
+    static let maxQuote = 300
+    /// Where a `source` path may lie in the nodejs/node repository.
+    static let sourceRoots = ["lib/", "test/", "deps/", "src/", "doc/"]
     static let setupKeys = ["policy", "platform", "env", "ports", "inherit", "dirs", "payloads", "user"]
     static var stepKinds: [String] { StepName.allCases.map(\.rawValue) }
     /// The largest generated payload: the loader's input limit (4 MiB), the largest message a spec could
@@ -53,6 +57,9 @@ struct SpecDecoder {
         let id = top["id"].flatMap { idString($0) }
         let description = top["description"].flatMap { descriptionString($0) }
         let refs = top["refs"].flatMap { list($0, "refs") }?.compactMap { docRef($0) } ?? []
+        let basis = top["basis"].flatMap { oneOf($0, "basis", Basis.allCases.map(\.rawValue)) }.flatMap(Basis.init(rawValue:))
+        let quote = top["quote"].flatMap { quoteString($0) }
+        let source = top["source"].flatMap { list($0, "source") }?.compactMap { sourcePath($0) } ?? []
         let behaviours = top["behaviours"].flatMap { list($0, "behaviours") }?.compactMap { behaviourID($0) } ?? []
         let features = top["features"].flatMap { list($0, "features") }?.compactMap { feature($0) } ?? []
         let from = top["from"].flatMap { string($0, "from") }
@@ -75,12 +82,87 @@ struct SpecDecoder {
         if let r = top["refs"], r.isEmptySequence { problem(r, "refs must name at least one documentation section") }
         if let b = top["behaviours"], b.isEmptySequence { problem(b, "behaviours must name at least one catalogue ID") }
         if let f = top["features"], f.isEmptySequence { problem(f, "features must name at least one feature") }
-        guard let id, let description else { return nil }
-        var spec = Spec(id: id, description: description, refs: refs, behaviours: behaviours, features: features,
-                        from: from, comment: comment, timeout: timeout, setup: setup, steps: steps, expect: expect,
-                        location: location(root))
+        if let s = top["source"], s.isEmptySequence { problem(s, "source must name at least one file of nodejs/node") }
+        if let b = top["basis"] {
+            checkCitations(basis: basis, at: b, quote: top["quote"], hasSource: top["source"].map { !$0.isEmptySequence } ?? false, hasFrom: top["from"] != nil,
+                           hasRefs: top["refs"].map { !$0.isEmptySequence } ?? false)
+        }
+        guard let id, let description, let basis else { return nil }
+        var spec = Spec(id: id, description: description, refs: refs, basis: basis, quote: quote, source: source,
+                        behaviours: behaviours, features: features, from: from, comment: comment, timeout: timeout,
+                        setup: setup, steps: steps, expect: expect, location: location(root))
         spec.nodeVersions = nodeVersions
         return spec
+    }
+
+    /// A documented spec cites the documentation (`refs`, ideally a `quote`); an observed one cites Node's source or
+    /// tests (`source`, or the Node test it mirrors in `from`), and quotes nothing: no passage states what it checks.
+    mutating func checkCitations(basis: Basis?, at node: YAMLNode, quote: YAMLNode?, hasSource: Bool, hasFrom: Bool, hasRefs: Bool) {
+        switch basis {
+        case .documented?:
+            if !hasRefs { problem(node, "a documented spec must name the documentation section that states its behaviour in refs") }
+        case .observed?:
+            if !hasSource && !hasFrom {
+                problem(node, "an observed spec must cite Node's source or tests: add source (like [lib/internal/cluster/primary.js]) or from")
+            }
+            if let quote {
+                problem(quote, "quote is for a documented spec (the passage that states the behaviour); an observed spec explains in comment where Node goes beyond its docs")
+            }
+        case nil:
+            break
+        }
+    }
+
+    mutating func quoteString(_ node: YAMLNode) -> String? {
+        guard let s = string(node, "quote") else { return nil }
+        if s.contains("\n") { problem(node, "quote must be one line (fold a long passage with >-)"); return nil }
+        if s.allSatisfy(\.isWhitespace) { problem(node, "quote must not be empty"); return nil }
+        if s.count > Self.maxQuote {
+            problem(node, "quote is \(s.count) characters long; at most \(Self.maxQuote) (quote the sentence that states the behaviour)")
+            return nil
+        }
+        return s
+    }
+
+    /// `path`, `path#L12`, `path#L12-L30`, each optionally followed by a space and a function name: a file of the
+    /// nodejs/node repository.
+    mutating func sourcePath(_ node: YAMLNode) -> String? {
+        guard let s = string(node, "a source") else { return nil }
+        let shape = "a source is a file of the nodejs/node repository, like 'lib/internal/cluster/primary.js', "
+            + "'lib/net.js#L120' or 'lib/net.js listenInCluster'"
+        var head = Substring(s), name: Substring?
+        if let space = s.firstIndex(of: " ") {
+            head = s[..<space]
+            name = s[s.index(after: space)...]
+        }
+        var path = head, line: Substring?
+        if let hash = head.firstIndex(of: "#") {
+            path = head[..<hash]
+            line = head[head.index(after: hash)...]
+        }
+        let last = path.split(separator: "/", omittingEmptySubsequences: false).last ?? ""
+        let ext = last.split(separator: ".", omittingEmptySubsequences: false)
+        guard Self.sourceRoots.contains(where: { path.hasPrefix($0) }), !path.contains("//"),
+              !path.split(separator: "/").contains(where: { $0 == ".." || $0 == "." }),
+              ext.count >= 2, !(ext.first ?? "").isEmpty, !(ext.last ?? "").isEmpty,
+              path.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-/+".contains($0)) }) else {
+            problem(node, shape + " (starting with \(Self.sourceRoots.joined(separator: ", ")))")
+            return nil
+        }
+        if let line, !Self.isLineAnchor(line) {
+            problem(node, "'#\(line)' must be a line or a range of lines, like #L120 or #L120-L135")
+            return nil
+        }
+        if let name, name.isEmpty || name.contains(where: \.isWhitespace) {
+            problem(node, shape + " (one name after the path)")
+            return nil
+        }
+        return s
+    }
+
+    static func isLineAnchor(_ s: Substring) -> Bool {
+        let parts = s.split(separator: "-", omittingEmptySubsequences: false)
+        return (1...2).contains(parts.count) && parts.allSatisfy { $0.count >= 2 && $0.first == "L" && $0.dropFirst().allSatisfy(\.isASCII) && $0.dropFirst().allSatisfy(\.isNumber) }
     }
 
     mutating func nodeVersionRange(_ node: YAMLNode) -> NodeVersionRange? {

@@ -9,6 +9,9 @@ public enum SpecEncoder {
         line("id", .string(spec.id))
         line("description", .string(spec.description))
         line("refs", .list(spec.refs.map { .map([("doc", .string($0.doc)), ("anchor", .string($0.anchor))]) }))
+        line("basis", .string(spec.basis.rawValue))
+        if let quote = spec.quote { line("quote", .string(quote)) }
+        if !spec.source.isEmpty { line("source", .list(spec.source.map(Node.string))) }
         line("behaviours", .list(spec.behaviours.map(Node.string)))
         line("features", .list(spec.features.map(Node.string)))
         if let from = spec.from { line("from", .string(from)) }
@@ -356,7 +359,8 @@ public enum SpecEncoder {
 extension Spec: Equatable {
     /// Two specs with the same fields, locations included.
     public static func == (a: Spec, b: Spec) -> Bool {
-        a.id == b.id && a.description == b.description && a.refs == b.refs && a.behaviours == b.behaviours
+        a.id == b.id && a.description == b.description && a.refs == b.refs && a.basis == b.basis && a.quote == b.quote
+            && a.source == b.source && a.behaviours == b.behaviours
             && a.features == b.features && a.from == b.from && a.comment == b.comment && a.timeout == b.timeout
             && a.nodeVersions == b.nodeVersions && a.setup == b.setup && a.steps == b.steps && a.expect == b.expect
             && a.location == b.location

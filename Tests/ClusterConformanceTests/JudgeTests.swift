@@ -16,6 +16,7 @@ func expectations(_ yaml: String) throws -> [ClusterSpec.Expectation] {
         id: judge.case
         description: expectations under test
         refs: [{doc: api/cluster, anchor: how-it-works}]
+        basis: documented
         behaviours: [LIFE-02]
         features: [fork]
         setup: {ports: [P]}

@@ -28,6 +28,7 @@ struct RunnerProtocolTests {
         id: fake.big-events
         description: four processes write a 3 MiB event at the same time
         refs: [{doc: api/cluster, anchor: workersendmessage-sendhandle-options-callback}]
+        basis: documented
         behaviours: [MSG-01]
         features: [fork]
         timeout: 20000
@@ -56,6 +57,7 @@ struct RunnerProtocolTests {
         id: fake.quiet
         description: the handshake only
         refs: [{doc: api/cluster, anchor: how-it-works}]
+        basis: documented
         behaviours: [LIFE-01]
         features: [fork]
         timeout: 3000
@@ -82,6 +84,7 @@ struct RunnerProtocolTests {
             id: fake.bad-http
             description: the fake's HTTP server answers garbage
             refs: [{doc: api/http, anchor: class-httpserver}]
+            basis: documented
             behaviours: [MISC-02]
             features: [fork]
             timeout: 5000
@@ -125,6 +128,7 @@ struct RunnerProtocolTests {
         id: fake.orphan-passes
         description: the fake forks one worker that outlives it
         refs: [{doc: api/cluster, anchor: clusterforkenv}]
+        basis: documented
         behaviours: [LIFE-02]
         features: [fork]
         timeout: 3000

@@ -11,6 +11,7 @@ struct RunnerTests {
         id: fake.fork
         description: the fake forks one worker
         refs: [{doc: api/cluster, anchor: clusterforkenv}]
+        basis: documented
         behaviours: [LIFE-02]
         features: [fork]
         timeout: 1500

@@ -54,6 +54,7 @@ struct LoaderTests {
             id: same.id
             description: one of two specs with the same id
             refs: [{doc: api/cluster, anchor: how-it-works}]
+            basis: documented
             behaviours: [LIFE-02]
             features: [fork]
             steps: [{fork: 1}]
@@ -131,7 +132,7 @@ struct SpecEncoderTests {
         // (and to the encoder), or two different specs would compare equal.
         let text = try String(contentsOfFile: Paths.specs + "/listen/port-zero-same-port.yaml", encoding: .utf8)
         let spec = try #require(SpecLoader(features: suiteFeatures).load(text: text, file: "x.yaml").spec)
-        #expect(Mirror(reflecting: spec).children.count == 13)
+        #expect(Mirror(reflecting: spec).children.count == 16)
         #expect(Mirror(reflecting: spec.setup).children.count == 8)
         #expect(Mirror(reflecting: spec.expect[0]).children.count == 4)
         #expect(Mirror(reflecting: InheritedSocket(fd: 3, transport: .tcp, host: "127.0.0.1", portVariable: nil)).children.count == 4)
@@ -143,6 +144,15 @@ struct SpecEncoderTests {
         #expect(other != spec)
         other = spec
         other.setup.dirs = ["d"]
+        #expect(other != spec)
+        other = spec
+        other.basis = spec.basis == .documented ? .observed : .documented
+        #expect(other != spec)
+        other = spec
+        other.quote = (spec.quote ?? "") + "x"
+        #expect(other != spec)
+        other = spec
+        other.source.append("lib/net.js")
         #expect(other != spec)
         other = spec
         other.nodeVersions = try NodeVersionRange(parsing: ">=22")

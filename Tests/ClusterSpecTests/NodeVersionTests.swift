@@ -61,6 +61,7 @@ struct NodeVersionTests {
             id: lint.case
             description: a spec used to check the loader
             refs: [{doc: api/cluster, anchor: how-it-works}]
+            basis: documented
             behaviours: [RR-05]
             features: [fork]
             nodeVersions: "<18"
@@ -69,7 +70,7 @@ struct NodeVersionTests {
             """
         let (spec, problems) = SpecLoader(features: suiteFeatures).load(text: text, file: "below.yaml")
         #expect(spec == nil)
-        #expect(problems.map(\.description).contains { $0.hasPrefix("below.yaml:6:15: nodeVersions '<18' excludes every version") })
+        #expect(problems.map(\.description).contains { $0.hasPrefix("below.yaml:7:15: nodeVersions '<18' excludes every version") })
     }
 
     @Test("the suite's versioned specs: each range parses to what the file says")
