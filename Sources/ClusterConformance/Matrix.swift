@@ -109,7 +109,7 @@ public struct ConformanceMatrix: Sendable {
 
     /// The documented score of a column: passes over the documented specs among its results (a red cell there
     /// breaks Node's documented contract). `totals` is the Node-compatibility score, over every spec.
-    func documentedTotals(_ c: MatrixColumn) -> (passed: Int, total: Int, percent: String) {
+    public func documentedTotals(_ c: MatrixColumn) -> (passed: Int, total: Int, percent: String) {
         let results = c.results.filter { documentedIDs.contains($0.key) }.values
         let passed = results.filter { $0.outcome == .pass }.count
         return (passed, results.count, String(format: "%.1f", results.isEmpty ? 0 : Double(passed) * 100 / Double(results.count)))

@@ -359,7 +359,8 @@ struct Matrix: ParsableCommand {
         }
         print("wrote \(Layout.relative(dir + "/CONFORMANCE.md")) and \(Layout.relative(dir + "/conformance.html"))")
         for c in matrix.columns {
-            print("  \(c.info.name) \(c.info.version): \(String(format: "%.1f", c.passPercentage)) % pass; \(c.summary.counts)")
+            let d = matrix.documentedTotals(c)
+            print("  \(c.info.name) \(c.info.version): documented \(d.passed)/\(d.total), Node compatibility \(String(format: "%.1f", c.passPercentage)) %; \(c.summary.counts)")
         }
     }
 }
