@@ -2,6 +2,7 @@ import ArgumentParser
 import ClusterConformance
 import ClusterSpec
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -42,18 +43,17 @@ enum Exit {
     static let broken = ExitCode(3)
 }
 
-/// Where the suite lives: the current directory when it holds `Specs/`, else the package the executable
-/// was built from.
+/// Where the suite lives: `--suite-root` when given, else what `ConformanceSuite.locateRoot` finds (the environment
+/// variable, the current directory when it holds `Specs/`, the package the runner was built from), else the current
+/// directory.
 enum Layout {
+    /// The root chosen by `SuiteRootOption`, set while the options are parsed (before any command runs).
+    static let chosen = Mutex<String?>(nil)
+
     static func root() -> String {
+        if let root = chosen.withLock({ $0 }) { return root }
         let cwd = FileManager.default.currentDirectoryPath
-        if FileManager.default.fileExists(atPath: cwd + "/Specs/features.yaml") { return cwd }
-        var dir = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-        while dir.path != "/" {
-            if FileManager.default.fileExists(atPath: dir.path + "/Specs/features.yaml") { return dir.path }
-            dir.deleteLastPathComponent()
-        }
-        return cwd
+        return (try? ConformanceSuite.locateRoot(candidates: [cwd])) ?? cwd
     }
 
     /// `Specs` relative to the working directory when it is the suite's root, so reports name short paths.
@@ -66,8 +66,34 @@ enum Layout {
     }
 }
 
+/// `--suite-root`, for every command that reads Specs/ or fixtures/.
+struct SuiteRootOption: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp(
+        "The suite's root: the package directory holding Specs/ and fixtures/.",
+        discussion: "Default: $\(ConformanceSuite.rootVariable), else the current directory when it holds Specs/, else the package cluster-conformance was built from.",
+        valueName: "DIR"))
+    var suiteRoot: String?
+
+    /// Resolves the root once for the whole command; an option group is validated before its command, so the
+    /// command's own `validate` already sees it.
+    func validate() throws {
+        do {
+            let root = try ConformanceSuite.locateRoot(explicit: suiteRoot, origin: "--suite-root",
+                                                       candidates: [FileManager.default.currentDirectoryPath])
+            Layout.chosen.withLock { $0 = root }
+        } catch where error.kind == .notFound {
+            // Nothing named and nothing found: spec paths given on the command line may still carry their own
+            // features.yaml, as before.
+        } catch {
+            throw ValidationError(error.description)
+        }
+    }
+}
+
 /// Spec selection shared by `run`, `list` and `lint`.
 struct SpecSelection: ParsableArguments {
+    @OptionGroup var suiteRoot: SuiteRootOption
+
     @Argument(help: "Spec files or directories (default: the suite's Specs/).")
     var paths: [String] = []
 
@@ -384,6 +410,8 @@ struct Bench: ParsableCommand {
 
     @Option(name: .long, help: "An implementation (a directory of fixtures/); repeat for each (default: swift and node).")
     var impl: [String] = []
+
+    @OptionGroup var suiteRoot: SuiteRootOption
 
     @Option(name: .long, help: "The implementation ratios are computed against (default: node when it is in the run, else the first).")
     var reference: String?
