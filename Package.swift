@@ -11,6 +11,8 @@ let package = Package(
         .library(name: "ClusterSpec", targets: ["ClusterSpec"]),
         .library(name: "ClusterConformance", targets: ["ClusterConformance"]),
         .library(name: "Cluster", targets: ["Cluster"]),
+        // `swift package cluster-conformance …` in a package that depends on this one: the CLI on this suite.
+        .plugin(name: "cluster-conformance-plugin", targets: ["ClusterConformancePlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -80,6 +82,14 @@ let package = Package(
                 "cluster-fixture",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
+        ),
+        .plugin(
+            name: "ClusterConformancePlugin",
+            capability: .command(
+                intent: .custom(verb: "cluster-conformance", description: "Run the node:cluster conformance suite (cluster-conformance run, list, lint, matrix, bench)")
+            )
+            // No tool dependency on cluster-conformance: the plugin builds that product in the ordinary build, shared
+            // with `swift build`, instead of a second host build of it and swift-nio (Plugins/…/plugin.swift).
         ),
         .testTarget(
             name: "ClusterSpecTests",
