@@ -34,6 +34,8 @@ public struct ConformanceMatrix: Sendable {
     public var specs: [Spec]
     /// One column per implementation, in the order given.
     public var columns: [MatrixColumn]
+    /// The suite's mutation score (`mutate --output`), rendered as a "Mutation score" section when present.
+    public var mutation: MutationReport?
 
     /// A matrix of these results.
     public init(specs: [Spec], columns: [MatrixColumn]) {
@@ -173,6 +175,7 @@ public struct ConformanceMatrix: Sendable {
             md += "## Notes\n\n"
             for n in all { md += "\(n.number). \(n.text.replacingOccurrences(of: "|", with: "\\|"))\n" }
         }
+        if let mutation { md += (all.isEmpty ? "" : "\n") + mutation.markdownSection() }
         return md
     }
 
@@ -226,6 +229,7 @@ public struct ConformanceMatrix: Sendable {
             for n in all { h += "<li id=\"n\(n.number)\">\(esc(n.text))</li>\n" }
             h += "</ol>\n"
         }
+        if let mutation { h += mutation.htmlSection() }
         return h + "</body></html>\n"
     }
 }

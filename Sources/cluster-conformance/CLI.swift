@@ -18,7 +18,7 @@ struct ClusterConformanceCommand: ParsableCommand {
             3 the harness or the implementation broke (could not start, protocol violation).
             """,
         version: "1.0.0 (fixture protocol \(protocolVersion))",
-        subcommands: [Run.self, List.self, Lint.self, Matrix.self, Bench.self],
+        subcommands: [Run.self, List.self, Lint.self, Matrix.self, Bench.self, Mutate.self],
         defaultSubcommand: Run.self
     )
 
@@ -327,6 +327,9 @@ struct Matrix: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Also write every cell as `spec<TAB>implementation<TAB>outcome` lines to this file (to compare two matrices).", valueName: "FILE"))
     var verdicts: String?
 
+    @Option(name: .long, help: "Add a Mutation score section from this report (written by mutate --output).")
+    var mutationReport: String?
+
     func validate() throws {
         guard impl.isEmpty != from.isEmpty else { throw ValidationError("give --impl (run the implementations) or --from (merge results files), one of them") }
         if !from.isEmpty && selection.shard != nil { throw ValidationError("--shard selects specs to run; a matrix --from covers every spec the files were run for") }
@@ -334,7 +337,13 @@ struct Matrix: ParsableCommand {
 
     func run() throws {
         let (specs, all) = try selection.loadWithAll()
-        if !from.isEmpty { return try merge(specs: specs, all: all) }
+        // The report is read before anything runs: a bad file is bad input, not a matrix without its section.
+        let mutation: MutationReport?
+        do { mutation = try mutationReport.map { try MutationReport.load(path: $0) } } catch {
+            printError("\(error)")
+            throw Exit.badInput
+        }
+        if !from.isEmpty { return try merge(specs: specs, all: all, mutation: mutation) }
         let options = settings.options
         var columns: [MatrixColumn] = []
         var exitCode: Int32 = 0
@@ -352,13 +361,13 @@ struct Matrix: ParsableCommand {
             columns.append(MatrixColumn(info: info, results: collector.results, expectations: known, summary: summary))
             exitCode = max(exitCode, summary.exitCode)
         }
-        try write(ConformanceMatrix(specs: specs, columns: columns),
+        try write(ConformanceMatrix(specs: specs, columns: columns), mutation: mutation,
                   command: "cluster-conformance matrix " + impl.map { "--impl \($0)" }.joined(separator: " "))
         if exitCode != 0 { throw ExitCode(exitCode) }
     }
 
     /// `--from`: the columns from results files, checked against this checkout's suite.
-    func merge(specs: [Spec], all: [Spec]) throws {
+    func merge(specs: [Spec], all: [Spec], mutation: MutationReport?) throws {
         let columns: [MatrixColumn]
         do throws(ResultsFileError) {
             let files = try from.map { path throws(ResultsFileError) in try ResultsFile.read(path, specs: all) }
@@ -367,13 +376,15 @@ struct Matrix: ParsableCommand {
             printError("cluster-conformance: \(error)")
             throw Exit.badInput
         }
-        try write(ConformanceMatrix(specs: specs, columns: columns),
+        try write(ConformanceMatrix(specs: specs, columns: columns), mutation: mutation,
                   command: "cluster-conformance matrix --from " + from.map { ($0 as NSString).lastPathComponent }.joined(separator: " "))
         let exitCode = columns.map(\.summary.exitCode).max() ?? 0
         if exitCode != 0 { throw ExitCode(exitCode) }
     }
 
-    func write(_ matrix: ConformanceMatrix, command: String) throws {
+    func write(_ matrix: ConformanceMatrix, mutation: MutationReport?, command: String) throws {
+        var matrix = matrix
+        matrix.mutation = mutation
         let dir = outputDirectory ?? Layout.root()
         do {
             try matrix.markdown(generatedBy: command).write(toFile: dir + "/CONFORMANCE.md", atomically: true, encoding: .utf8)
