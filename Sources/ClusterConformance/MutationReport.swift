@@ -76,10 +76,10 @@ public struct MutationReport: Sendable, Equatable {
     public var total: Int { results.count }
     /// The mutants no spec killed.
     public var survivors: [MutantResult] { results.filter(\.survived) }
+    /// The share killed, in percent with one decimal.
+    public var percent: String { total == 0 ? "0.0" : String(format: "%.1f", Double(killed) * 100 / Double(total)) }
     /// "killed/total (percent %)".
-    public var score: String {
-        "\(killed)/\(total) (\(total == 0 ? "0.0" : String(format: "%.1f", Double(killed) * 100 / Double(total))) %)"
-    }
+    public var score: String { "\(killed)/\(total) (\(percent) %)" }
 
     // MARK: - JSON
 
@@ -221,7 +221,7 @@ public struct MutationReport: Sendable, Equatable {
     public func markdownSection() -> String {
         func code(_ s: String) -> String { "`\(s)`" }
         var md = "## Mutation score\n\n"
-        md += "**\(killed) of \(total)** mutants of the reference killed: \(score), \(implementation) \(version), \(modeSentence) "
+        md += "**\(killed) of \(total)** mutants of the reference killed (\(percent) %): \(implementation) \(version), \(modeSentence) "
         md += "(`cluster-conformance mutate --impl \(implementation)`). A mutant (`fixtures/node-mutants/`) is Node's own `node:cluster` with "
         md += "one catalogued behaviour broken the way another implementation might break it; a spec kills it when its result is unexpected.\n\n"
         md += "| mutant | behaviour | killing specs | first of them |\n| --- | --- | --- | --- |\n"
@@ -252,7 +252,7 @@ public struct MutationReport: Sendable, Equatable {
                 .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
         }
         var h = "<h2 id=\"mutation-score\">Mutation score</h2>\n"
-        h += "<p><strong>\(killed) of \(total)</strong> mutants of the reference killed: \(esc(score)), \(esc(implementation)) \(esc(version)), \(esc(modeSentence)) "
+        h += "<p><strong>\(killed) of \(total)</strong> mutants of the reference killed (\(percent) %): \(esc(implementation)) \(esc(version)), \(esc(modeSentence)) "
         h += "(<code>cluster-conformance mutate --impl \(esc(implementation))</code>). A mutant (<code>fixtures/node-mutants/</code>) is Node's own "
         h += "<code>node:cluster</code> with one catalogued behaviour broken the way another implementation might break it; a spec kills it when its result is unexpected.</p>\n"
         h += "<table><tr><th>mutant</th><th>behaviour</th><th>killing specs</th><th>first of them</th></tr>\n"

@@ -81,7 +81,7 @@ struct MutationTests {
         #expect(r.table().contains("rr-first-worker  RR-02      4: rr.distribution.even, rr.order.strict-rotation, a.b (+1 more)"))
         #expect(r.table().contains("quiet            LIFE-99    SURVIVED"))
         let md = r.markdownSection()
-        #expect(md.hasPrefix("## Mutation score\n\n**1 of 2** mutants of the reference killed: 1/2 (50.0 %)"))
+        #expect(md.hasPrefix("## Mutation score\n\n**1 of 2** mutants of the reference killed (50.0 %): node 20.20.2, every spec against every mutant"))
         #expect(md.contains("| `rr-first-worker` | RR-02 | 4 | `rr.distribution.even`, `rr.order.strict-rotation`, `a.b`, … |"))
         #expect(md.contains("- `quiet` (LIFE-99): nothing notices <this> No spec names LIFE-99."))
         let html = r.htmlSection()
