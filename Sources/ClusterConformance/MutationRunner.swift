@@ -108,7 +108,8 @@ public struct MutationRunner: Sendable {
                            repeats: 1, expectations: expectations)
     }
 
-    /// Runs `specs` with the unmutated preload, reporting each result; returns the summary and the unexpected results.
+    /// Runs `specs` (those for the Node version the implementation follows) with the unmutated preload, reporting each
+    /// result; returns the summary and the unexpected results.
     public func runBaseline(_ specs: [Spec], reporter: any Reporter) -> (summary: Summary, unexpected: [SpecResult]) {
         let collector = ResultCollector()
         let summary = runner(preloading: set.baseline, retries: options.retries).run(specs, reporter: ReporterFan([reporter, collector]))
@@ -132,6 +133,8 @@ public struct MutationRunner: Sendable {
     public func run(_ mutants: [Mutant], specs: [Spec], mode: MutationMode,
                     progress: @escaping @Sendable (MutantResult, _ done: Int, _ total: Int) -> Void) -> MutationOutcome {
         let started = ContinuousClock.now
+        // A spec for Node versions the implementation does not follow is not run, as in `SuiteRunner.run`.
+        let specs = specs.filter(info.follows)
         let pool = MutationPool(mutants: mutants, orders: mutants.map { Self.order(specs, for: $0) }, mode: mode)
         let mutantRunners = mutants.map { runner(preloading: $0.path, retries: 0) }
         let baselineRunner = runner(preloading: set.baseline, retries: options.retries)

@@ -48,7 +48,7 @@ struct Mutate: ParsableCommand {
     }
 
     func run() throws {
-        let (specs, all) = try selection.loadWithAll()
+        let (selected, all) = try selection.loadWithAll()
         let set: MutantSet
         let chosen: [Mutant]
         do {
@@ -79,6 +79,12 @@ struct Mutate: ParsableCommand {
             throw e.badInput ? Exit.badInput : Exit.broken
         }
 
+        // The specs for the Node version the implementation follows (a spec's nodeVersions may exclude it).
+        let specs = selected.filter(runner.info.follows)
+        guard !specs.isEmpty else {
+            printError("cluster-conformance mutate: none of the \(selected.count) selected specs is for Node \(runner.info.node), which \(impl) follows")
+            throw Exit.badInput
+        }
         if !quick {
             printError("mutate: the baseline (the preload path without a mutation) against \(specs.count) specs")
             let (summary, unexpected) = runner.runBaseline(specs, reporter: HumanReporter(sink: .standardError))
