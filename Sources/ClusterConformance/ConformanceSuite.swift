@@ -95,9 +95,9 @@ public struct ConformanceSuite: Sendable {
     }
 
     static func absolute(_ path: String) -> String {
-        let url = path.hasPrefix("/") ? URL(fileURLWithPath: path)
-            : URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent(path)
-        let standard = url.standardizedFileURL.path
+        // Standardized even when already absolute: roots are compared and joined with "/Specs".
+        let standard = URL(fileURLWithPath: Implementation.absolute(path, against: FileManager.default.currentDirectoryPath))
+            .standardizedFileURL.path
         return standard.count > 1 && standard.hasSuffix("/") ? String(standard.dropLast()) : standard
     }
 
