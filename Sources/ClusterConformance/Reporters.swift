@@ -7,10 +7,12 @@ import Synchronization
 import Glibc
 #endif
 
-/// Where a reporter writes: a file descriptor, written with whole lines.
+/// Where a reporter writes: a file descriptor, written with whole lines, or a buffer emptied later in one piece.
 public final class ReportSink: Sendable {
     private let fd: Int32
     private let owned: Bool
+    private let buffered: Bool
+    private let text = Mutex("")
 
     /// Standard output.
     public static let standardOutput = ReportSink(fd: 1, owned: false)
@@ -20,6 +22,13 @@ public final class ReportSink: Sendable {
     init(fd: Int32, owned: Bool) {
         self.fd = fd
         self.owned = owned
+        buffered = false
+    }
+
+    private init() {
+        fd = -1
+        owned = false
+        buffered = true
     }
 
     /// A file, created or truncated.
@@ -29,11 +38,24 @@ public final class ReportSink: Sendable {
         return ReportSink(fd: fd, owned: true)
     }
 
-    /// Whether this is a terminal.
-    public var isTerminal: Bool { isatty(fd) == 1 }
+    /// Text kept in memory until `flush(to:)`: one implementation's report among several running at once, printed
+    /// as one block instead of interleaved lines.
+    public static func buffer() -> ReportSink { ReportSink() }
+
+    /// Whether this is a terminal (a buffer is not).
+    public var isTerminal: Bool { !buffered && isatty(fd) == 1 }
 
     /// Writes text as is.
-    public func write(_ text: String) { try? writeAll(fd, Array(text.utf8)) }
+    public func write(_ text: String) {
+        if buffered { self.text.withLock { $0 += text } } else { try? writeAll(fd, Array(text.utf8)) }
+    }
+
+    /// Writes what a buffer holds to `sink` and empties it.
+    public func flush(to sink: ReportSink) {
+        guard buffered else { return }
+        let held = text.withLock { b in defer { b = "" }; return b }
+        if !held.isEmpty { sink.write(held) }
+    }
 
     deinit { if owned { close(fd) } }
 }
@@ -53,11 +75,14 @@ public final class HumanReporter: Reporter {
     private let sink: ReportSink
     private let state = Mutex((done: 0, total: 0, name: ""))
     private let verbose: Bool
+    private let listsPasses: Bool
 
-    /// A reporter writing to `sink`; `verbose` lists every spec, not only the ones that did not pass.
-    public init(sink: ReportSink, verbose: Bool = false) {
+    /// A reporter writing to `sink`; `verbose` lists every spec, not only the ones that did not pass, as does a
+    /// sink that is not a terminal (a log) unless `listsPasses` says otherwise.
+    public init(sink: ReportSink, verbose: Bool = false, listsPasses: Bool? = nil) {
         self.sink = sink
         self.verbose = verbose
+        self.listsPasses = verbose || (listsPasses ?? !sink.isTerminal)
     }
 
     public func begin(implementation: ImplementationInfo, specs: Int, repeats: Int, jobs: Int) {
@@ -78,11 +103,11 @@ public final class HumanReporter: Reporter {
         case .pass:
             if !r.failedAttempts.isEmpty {
                 sink.write("  pass  \(r.id)\(run) \(seconds(r.duration)), after \(r.failedAttempts.count) failed attempt\(r.failedAttempts.count == 1 ? "" : "s"): \(r.failedAttempts[0])\n")
-            } else if verbose || !tty { sink.write("  pass  \(r.id)\(run) \(seconds(r.duration))\n") }
+            } else if listsPasses { sink.write("  pass  \(r.id)\(run) \(seconds(r.duration))\n") }
         case .skip:
             sink.write("  skip  \(r.id)\(run): \(r.messages.joined(separator: "; "))\n")
         case .xfail:
-            if verbose || !tty { sink.write("  xfail \(r.id)\(run): \(r.messages.first ?? "")\n") }
+            if listsPasses { sink.write("  xfail \(r.id)\(run): \(r.messages.first ?? "")\n") }
         case .xpass:
             sink.write("  XPASS \(r.id)\(run) (\(r.location.file)): \(r.messages.first ?? "")\n")
         case .fail, .error:
@@ -247,6 +272,23 @@ public struct ReporterFan: Reporter {
     }
     public func result(_ result: SpecResult, iteration: Int) { reporters.forEach { $0.result(result, iteration: iteration) } }
     public func end(_ summary: Summary) { reporters.forEach { $0.end(summary) } }
+}
+
+/// Prints what a buffer sink holds to another sink when the run ends: placed after the reporters writing into the
+/// buffer, it turns one implementation's report into one block (the matrix runs several at once).
+public struct BufferFlush: Reporter {
+    let buffer: ReportSink
+    let sink: ReportSink
+
+    /// Flushes `buffer` to `sink` at the end of the run.
+    public init(_ buffer: ReportSink, to sink: ReportSink) {
+        self.buffer = buffer
+        self.sink = sink
+    }
+
+    public func begin(implementation: ImplementationInfo, specs: Int, repeats: Int, jobs: Int) {}
+    public func result(_ result: SpecResult, iteration: Int) {}
+    public func end(_ summary: Summary) { buffer.flush(to: sink) }
 }
 
 /// Keeps every result by spec id (the last run of each), for the matrix.

@@ -137,38 +137,84 @@ public struct SuiteRunner: Sendable {
     /// A spec for other Node versions than the implementation follows is not run (counted in `otherVersions`).
     @discardableResult
     public func run(_ specs: [Spec], reporter: any Reporter) -> Summary {
+        Self.run([Share(runner: self, specs: specs, reporter: reporter)], jobs: jobs)[0]
+    }
+
+    /// One implementation's part of a run over several (`matrix`): its runner, the specs and where its results go.
+    public struct Share: Sendable {
+        /// The runner of the implementation (its `jobs` is ignored: the run's pool is shared).
+        public var runner: SuiteRunner
+        /// The specs to run, before the Node-version filter.
+        public var specs: [Spec]
+        /// Receives this implementation's results, begin and end.
+        public var reporter: any Reporter
+
+        /// A share of a run.
+        public init(runner: SuiteRunner, specs: [Spec], reporter: any Reporter) {
+            self.runner = runner
+            self.specs = specs
+            self.reporter = reporter
+        }
+    }
+
+    /// Runs several implementations' specs from one pool of `jobs` threads, implementation after implementation, so
+    /// that one implementation's last slow specs (an expected failure waits out its deadline) overlap the next one's
+    /// first; each share gets its own reporter calls (begin, its results, end when its last spec ends) and summary,
+    /// whose duration runs from its first spec's start to its last's end.
+    public static func run(_ shares: [Share], jobs: Int) -> [Summary] {
+        struct Column {
+            var summary = Summary()
+            var remaining: Int
+            var started: ContinuousClock.Instant?
+        }
+        let filtered = shares.map { share in share.specs.filter(share.runner.info.follows) }
+        let work = shares.indices.flatMap { index in
+            (1...shares[index].runner.repeats).flatMap { iteration in filtered[index].map { (index, iteration, $0) } }
+        }
+        let columns = Mutex(shares.indices.map { i in
+            var c = Column(remaining: filtered[i].count * shares[i].runner.repeats)
+            c.summary.specs = filtered[i].count
+            c.summary.otherVersions = shares[i].specs.count - filtered[i].count
+            c.summary.repeats = shares[i].runner.repeats
+            return c
+        })
+        let jobs = max(1, jobs)
+        for (i, share) in shares.enumerated() {
+            share.reporter.begin(implementation: share.runner.info, specs: filtered[i].count, repeats: share.runner.repeats, jobs: jobs)
+        }
         let started = ContinuousClock.now
-        let all = specs.count
-        let specs = specs.filter(info.follows)
-        reporter.begin(implementation: info, specs: specs.count, repeats: repeats, jobs: jobs)
-        let work = (1...repeats).flatMap { iteration in specs.map { (iteration, $0) } }
+        // A share with no spec to run ends at once.
+        for i in shares.indices where filtered[i].isEmpty {
+            shares[i].reporter.end(columns.withLock { $0[i].summary })
+        }
         let next = Atomic<Int>(0)
-        let summary = Mutex(Summary())
         let group = DispatchGroup()
         for _ in 0..<min(jobs, max(1, work.count)) {
             group.enter()
-            Thread.detachNewThread { [self] in
+            Thread.detachNewThread {
                 while true {
                     let i = next.add(1, ordering: .sequentiallyConsistent).oldValue
                     guard i < work.count else { break }
-                    let (iteration, spec) = work[i]
-                    let result = self.run(spec)
-                    summary.withLock { s in
-                        s.count(result.outcome)
-                        if !result.failedAttempts.isEmpty { s.retried += 1 }
-                        reporter.result(result, iteration: iteration)
+                    let (index, iteration, spec) = work[i]
+                    let share = shares[index]
+                    columns.withLock { c in if c[index].started == nil { c[index].started = .now } }
+                    let result = share.runner.run(spec)
+                    // Reporter calls of one share are serialised by the lock; its end comes after its last result.
+                    columns.withLock { c in
+                        c[index].summary.count(result.outcome)
+                        if !result.failedAttempts.isEmpty { c[index].summary.retried += 1 }
+                        share.reporter.result(result, iteration: iteration)
+                        c[index].remaining -= 1
+                        if c[index].remaining == 0 {
+                            c[index].summary.duration = .now - (c[index].started ?? started)
+                            share.reporter.end(c[index].summary)
+                        }
                     }
                 }
                 group.leave()
             }
         }
         group.wait()
-        var final = summary.withLock { $0 }
-        final.specs = specs.count
-        final.otherVersions = all - specs.count
-        final.repeats = repeats
-        final.duration = .now - started
-        reporter.end(final)
-        return final
+        return columns.withLock { $0.map(\.summary) }
     }
 }

@@ -147,7 +147,7 @@ struct SpecSelection: ParsableArguments {
 
 /// How specs are run, shared by `run` and `matrix`.
 struct RunSettings: ParsableArguments {
-    @Option(name: .long, help: "Specs run in parallel (default: the number of cores).")
+    @Option(name: .long, help: "Specs run in parallel (default: the number of cores); a matrix shares them among its implementations.")
     var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
 
     @Option(name: .long, help: "Multiply every time budget by this factor.")
@@ -345,8 +345,8 @@ struct Matrix: ParsableCommand {
         }
         if !from.isEmpty { return try merge(specs: specs, all: all, mutation: mutation) }
         let options = settings.options
-        var columns: [MatrixColumn] = []
-        var exitCode: Int32 = 0
+        // Every implementation's handshake first: one that cannot start stops the matrix before anything runs.
+        var shares: [(info: ImplementationInfo, expectations: Expectations, collector: ResultCollector, share: SuiteRunner.Share)] = []
         for name in impl {
             let implementation: Implementation
             do { implementation = try Implementation.named(name, fixturesDirectory: Layout.fixtures) } catch {
@@ -356,14 +356,36 @@ struct Matrix: ParsableCommand {
             let info = try handshake(implementation, options)
             let known = try loadExpectations(for: name, path: nil, ids: Set(all.map(\.id)))
             let collector = ResultCollector()
+            // The implementations run at once from one pool of --jobs; each one's report is printed as a block when
+            // its last spec ends.
+            let buffer = ReportSink.buffer()
+            let human = HumanReporter(sink: buffer, listsPasses: !ReportSink.standardOutput.isTerminal)
             let runner = SuiteRunner(implementation: implementation, info: info, options: options, jobs: settings.jobs, repeats: 1, expectations: known)
-            let summary = runner.run(specs, reporter: ReporterFan([HumanReporter(sink: .standardOutput), collector]))
-            columns.append(MatrixColumn(info: info, results: collector.results, expectations: known, summary: summary))
-            exitCode = max(exitCode, summary.exitCode)
+            shares.append((info, known, collector, SuiteRunner.Share(runner: runner, specs: specs,
+                                                                     reporter: ReporterFan([human, collector, BufferFlush(buffer, to: .standardOutput)]))))
         }
-        try write(ConformanceMatrix(specs: specs, columns: columns), mutation: mutation,
+        let dir = try outputDirectoryCreated()
+        let summaries = SuiteRunner.run(shares.map(\.share), jobs: settings.jobs)
+        let columns = zip(shares, summaries).map { s, summary in
+            MatrixColumn(info: s.info, results: s.collector.results, expectations: s.expectations, summary: summary)
+        }
+        try write(ConformanceMatrix(specs: specs, columns: columns), to: dir, mutation: mutation,
                   command: "cluster-conformance matrix " + impl.map { "--impl \($0)" }.joined(separator: " "))
+        let exitCode = summaries.map(\.exitCode).max() ?? 0
         if exitCode != 0 { throw ExitCode(exitCode) }
+    }
+
+    /// The output directory, created if it is missing, as is the directory of the `--verdicts` file (before any spec
+    /// runs: a directory that cannot be made is bad input, not a matrix lost after minutes of running).
+    func outputDirectoryCreated() throws -> String {
+        let dir = outputDirectory ?? Layout.root()
+        for d in [dir] + (verdicts.map { [($0 as NSString).deletingLastPathComponent] } ?? []) where !d.isEmpty {
+            do { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) } catch {
+                printError("cluster-conformance: cannot create the directory \(d): \(error.localizedDescription)")
+                throw Exit.badInput
+            }
+        }
+        return dir
     }
 
     /// `--from`: the columns from results files, checked against this checkout's suite.
@@ -376,16 +398,15 @@ struct Matrix: ParsableCommand {
             printError("cluster-conformance: \(error)")
             throw Exit.badInput
         }
-        try write(ConformanceMatrix(specs: specs, columns: columns), mutation: mutation,
+        try write(ConformanceMatrix(specs: specs, columns: columns), to: try outputDirectoryCreated(), mutation: mutation,
                   command: "cluster-conformance matrix --from " + from.map { ($0 as NSString).lastPathComponent }.joined(separator: " "))
         let exitCode = columns.map(\.summary.exitCode).max() ?? 0
         if exitCode != 0 { throw ExitCode(exitCode) }
     }
 
-    func write(_ matrix: ConformanceMatrix, mutation: MutationReport?, command: String) throws {
+    func write(_ matrix: ConformanceMatrix, to dir: String, mutation: MutationReport?, command: String) throws {
         var matrix = matrix
         matrix.mutation = mutation
-        let dir = outputDirectory ?? Layout.root()
         do {
             try matrix.markdown(generatedBy: command).write(toFile: dir + "/CONFORMANCE.md", atomically: true, encoding: .utf8)
             try matrix.html(generatedBy: command).write(toFile: dir + "/conformance.html", atomically: true, encoding: .utf8)

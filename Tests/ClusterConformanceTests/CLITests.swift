@@ -187,3 +187,33 @@ struct MatrixFromCLITests {
         #expect(r.stderr.contains("give --impl (run the implementations) or --from (merge results files), one of them"), "\(r.stderr)")
     }
 }
+
+/// `matrix --impl`, run as a user runs it: several implementations from one pool of jobs.
+@Suite("CLI: matrix --impl", .enabled(if: onPath("node")))
+struct MatrixImplCLITests {
+    @Test("the implementations run side by side, each one's report printed as one block, into an output directory made on the way")
+    func sideBySide() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("matrix-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let out = dir + "/not/yet/there"
+        let r = try runCommand([Paths.cli, "matrix", "--impl", "swift", "--impl", "node", "--filter", "scheduling.env.*", "--jobs", "4",
+                                "--output-directory", out, "--verdicts", dir + "/not/verdicts.tsv"], cwd: Paths.packageRoot)
+        #expect(r.status == 0, "\(r.stdout)\n\(r.stderr)")
+        let ids = try loadSuiteStrictly().map(\.id).filter { $0.hasPrefix("scheduling.env.") }
+        #expect(ids.count >= 3)
+        // Each implementation's lines form one block: its header, a line per spec, its summary, with no line of the other in between.
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        for name in ["swift", "node"] {
+            let first = try #require(lines.firstIndex { $0.hasPrefix("cluster-conformance: \(name) ") }, "\(r.stdout)")
+            let block = lines[first...].prefix(ids.count + 2)
+            #expect(block.last?.hasPrefix("\(name) ") == true && block.last?.contains("\(ids.count) specs: \(ids.count) passed") == true, "\(r.stdout)")
+            #expect(Set(block.dropFirst().dropLast().compactMap { $0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.map(String.init) }) == Set(ids),
+                    "\(r.stdout)")
+        }
+        #expect(FileManager.default.fileExists(atPath: out + "/CONFORMANCE.md"))
+        #expect(FileManager.default.fileExists(atPath: out + "/conformance.html"))
+        let verdicts = try String(contentsOfFile: dir + "/not/verdicts.tsv", encoding: .utf8).split(separator: "\n")
+        #expect(verdicts.count == ids.count * 2)
+        #expect(verdicts.allSatisfy { $0.hasSuffix("\tpass") }, "\(verdicts)")
+    }
+}

@@ -134,10 +134,10 @@ struct MutationTests {
     }
 
     @Test("the unmutated preload path passes the whole suite on Node", .enabled(if: onPath("node")))
-    func baselinePasses() throws {
+    func baselinePasses() async throws {
         let runner = try Self.nodeRunner()
         let specs = try SuiteRun.specs()
-        let (summary, unexpected) = runner.runBaseline(specs, reporter: ReporterFan([]))
+        let (summary, unexpected) = try await onOwnThread { runner.runBaseline(specs, reporter: ReporterFan([])) }
         // Every spec for the Node version the implementation follows runs and passes; the others (nodeVersions) do not run.
         #expect(summary.specs == (try SuiteRun.ids(following: runner.info.node)).count)
         #expect(summary.specs + summary.otherVersions == specs.count)
@@ -146,11 +146,11 @@ struct MutationTests {
     }
 
     @Test("a real mutant is killed by a spec that names its behaviour, and that spec passes with the baseline", .enabled(if: onPath("node")))
-    func mutantKilled() throws {
+    func mutantKilled() async throws {
         let runner = try Self.nodeRunner()
         let mutant = try #require(runner.set.mutants.first { $0.name == "kill-default-sigkill" })
         let specs = try SuiteRun.specs()
-        let outcome = runner.run([mutant], specs: specs, mode: .quick) { _, _, _ in }
+        let outcome = try await onOwnThread { runner.run([mutant], specs: specs, mode: .quick) { _, _, _ in } }
         let result = try #require(outcome.report.results.first)
         #expect(!result.survived)
         #expect(outcome.baselineUnexpected.isEmpty)

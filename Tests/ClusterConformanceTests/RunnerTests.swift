@@ -1,5 +1,6 @@
 import ClusterSpec
 import Foundation
+import Synchronization
 import Testing
 @testable import ClusterConformance
 
@@ -33,6 +34,40 @@ struct RunnerTests {
             #expect(!processIsAlive(pid), "pid \(pid) outlived the spec run (\(mode))")
         }
         return result
+    }
+
+    @Test("implementations run from one shared pool each get their own begin, results, end and summary")
+    func sharedPool() throws {
+        let specs = try (1...3).map { n in try spec(Self.forkSpec.replacingOccurrences(of: "id: fake.fork", with: "id: fake.fork.\(n)")) }
+        let recorders = [Recorder(), Recorder()]
+        let shares = try zip(["good", "crash"], recorders).map { mode, recorder in
+            let impl = Implementation(command: ["python3", Paths.fake, mode], name: "fake-\(mode)")
+            // The crashing fake has no handshake to give: its runner is told what a handshake would say.
+            let info = mode == "good" ? try impl.probe(options: RunOptions()).get()
+                : ImplementationInfo(name: "fake-crash", version: "0", features: ["fork"])
+            return SuiteRunner.Share(runner: SuiteRunner(implementation: impl, info: info, options: RunOptions(), jobs: 1, repeats: 2),
+                                     specs: specs, reporter: recorder)
+        }
+        let summaries = SuiteRunner.run(shares, jobs: 3)
+        #expect(summaries.map(\.passed) == [6, 0])
+        #expect(summaries.map(\.errors) == [0, 6])
+        #expect(summaries.allSatisfy { $0.specs == 3 && $0.repeats == 2 })
+        for recorder in recorders {
+            let calls = recorder.calls.withLock { $0 }
+            #expect(calls.first == "begin 3×2 jobs 3")
+            #expect(calls.last == "end")
+            #expect(calls.dropFirst().dropLast().sorted() == ["fake.fork.1 1", "fake.fork.1 2", "fake.fork.2 1", "fake.fork.2 2", "fake.fork.3 1", "fake.fork.3 2"])
+        }
+    }
+
+    /// Every reporter call, in order.
+    final class Recorder: Reporter {
+        let calls = Mutex<[String]>([])
+        func begin(implementation: ImplementationInfo, specs: Int, repeats: Int, jobs: Int) {
+            calls.withLock { $0.append("begin \(specs)×\(repeats) jobs \(jobs)") }
+        }
+        func result(_ result: SpecResult, iteration: Int) { calls.withLock { $0.append("\(result.id) \(iteration)") } }
+        func end(_ summary: Summary) { calls.withLock { $0.append("end") } }
     }
 
     @Test("an implementation that speaks the protocol passes")

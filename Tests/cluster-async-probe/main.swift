@@ -65,6 +65,20 @@ func cancelAfter<T: Sendable>(ms: Int, _ event: String, _ body: @escaping @Senda
 
 /// The bytes of chunk `chunk` of the big-write scenarios: 4-byte big-endian words `chunk << 24 | k`, so a
 /// reader can tell where every byte belongs.
+/// Waits (up to 5 s) until a process is stopped: state `T` in /proc/<pid>/stat.
+func untilStopped(_ pid: pid_t) async {
+    let deadline = ContinuousClock.now + .seconds(5)
+    while ContinuousClock.now < deadline {
+        let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+        let stat = fd >= 0 ? readAll(fd) : ""
+        if fd >= 0 { close(fd) }
+        // The state follows the command name, which is in parentheses and may itself hold spaces.
+        if let close = stat.lastIndex(of: ")"), stat[close...].dropFirst(2).first == "T" { return }
+        await sleep(ms: 1)
+    }
+    report("error", [("message", .string("process \(pid) did not stop within 5 s"))])
+}
+
 func pattern(chunk: Int, bytes: Int) -> [UInt8] {
     var out = [UInt8]()
     out.reserveCapacity(bytes)
@@ -475,6 +489,8 @@ case .worker(let worker):
     case "cancel-listen":
         // The primary is stopped: the listen request waits for an answer that comes after the cancel.
         kill(getppid(), SIGSTOP)
+        // kill() returns before a busy primary has stopped; until it has, it could still grant the listen.
+        await untilStopped(getppid())
         await cancelAfter(ms: 200, "listen") { () async throws(ClusterError) in
             _ = try await worker.listen(.unix(path: directory + "/first.sock"))
         }
