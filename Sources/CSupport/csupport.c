@@ -227,3 +227,7 @@ int csupport_set_descriptor_limit(pid_t pid, unsigned long soft, unsigned long *
     *old_soft = old.rlim_cur;
     return 0;
 }
+
+const void *csupport_memmem(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len) {
+    return memmem(haystack, haystack_len, needle, needle_len);
+}

@@ -1,4 +1,5 @@
 import ClusterSpec
+import CSupport
 import Foundation
 import SystemSupport
 
@@ -158,8 +159,8 @@ enum SocketProbe {
         (0..<3).reduce(into: Set<String>()) { union, _ in union.formUnion(inodesOnce(transport: transport, port: port, path: path, boundFrom: directory)) }
     }
 
-    /// The whole text of a `/proc` file, read to its end in large reads.
-    static func procText(_ file: String) -> String? {
+    /// The whole content of a `/proc` file, read to its end in large reads.
+    static func procBytes(_ file: String) -> [UInt8]? {
         let fd = open(file, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -171,14 +172,42 @@ enum SocketProbe {
             if n == 0 { break }
             bytes += chunk[0..<n]
         }
-        return String(decoding: bytes, as: UTF8.self)
+        return bytes
+    }
+
+    /// The whole text of a `/proc` file.
+    static func procText(_ file: String) -> String? { procBytes(file).map { String(decoding: $0, as: UTF8.self) } }
+
+    /// The lines of a `/proc` table after its header that contain `needle`, read to its end in large reads. The
+    /// tables list every socket of the machine (thousands in TIME_WAIT after a busy spec); only the few lines naming
+    /// the port or the path are made strings and split, so that a probe costs little even in a debug build.
+    static func procLines(_ file: String, containing needle: String) -> [Substring]? {
+        guard let bytes = procBytes(file) else { return nil }
+        let pattern = Array(needle.utf8)
+        var lines: [Substring] = []
+        bytes.withUnsafeBytes { (table: UnsafeRawBufferPointer) in
+            guard let base = table.baseAddress, !pattern.isEmpty else { return }
+            let newline = UInt8(ascii: "\n")
+            var start = (table.firstIndex(of: newline) ?? table.count) + 1  // past the header
+            while start < table.count {
+                var end = table.count
+                if let found = memchr(base + start, Int32(newline), table.count - start) { end = base.distance(to: UnsafeRawPointer(found)) }
+                if csupport_memmem(base + start, end - start, pattern, pattern.count) != nil {
+                    let line = UnsafeRawBufferPointer(rebasing: table[start..<end])
+                    lines.append(Substring(String(decoding: line, as: UTF8.self)))
+                }
+                start = end + 1
+            }
+        }
+        return lines
     }
 
     static func inodesOnce(transport: String, port: Int?, path: String?, boundFrom directory: String?) -> Set<String> {
         var result: Set<String> = []
         if transport == "unix", let path {
-            guard let text = procText("/proc/net/unix") else { return [] }
-            for line in text.split(separator: "\n").dropFirst() {
+            // A socket bound by a relative name shows that name: its last component is in the line either way.
+            guard let lines = procLines("/proc/net/unix", containing: (path as NSString).lastPathComponent) else { return [] }
+            for line in lines {
                 let f = line.split(separator: " ", omittingEmptySubsequences: true)
                 guard f.count >= 8 else { continue }
                 let bound = String(f[7])
@@ -192,9 +221,11 @@ enum SocketProbe {
         }
         guard let port else { return [] }
         let files = transport == "udp" ? ["/proc/net/udp", "/proc/net/udp6"] : ["/proc/net/tcp", "/proc/net/tcp6"]
+        // An address is hex digits, a colon and the port in four upper-case hex digits, then a space.
+        let needle = String(format: ":%04X ", port)
         for file in files {
-            guard let text = procText(file) else { continue }
-            for line in text.split(separator: "\n").dropFirst() {
+            guard let lines = procLines(file, containing: needle) else { continue }
+            for line in lines {
                 let f = line.split(separator: " ", omittingEmptySubsequences: true)
                 // sl local_address rem_address st tx:rx tr:tm retrnsmt uid timeout inode
                 guard f.count >= 10, let colon = f[1].lastIndex(of: ":"),

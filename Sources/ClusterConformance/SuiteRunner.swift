@@ -157,9 +157,8 @@ public struct SuiteRunner: Sendable {
         }
     }
 
-    /// Runs several implementations' specs from one pool of `jobs` threads, implementation after implementation, so
-    /// that one implementation's last slow specs (an expected failure waits out its deadline) overlap the next one's
-    /// first; each share gets its own reporter calls (begin, its results, end when its last spec ends) and summary,
+    /// Runs several implementations' specs from one pool of `jobs` threads, implementation after implementation (their
+    /// known failures first), so that one implementation's last slow specs overlap the next one's first; each share gets its own reporter calls (begin, its results, end when its last spec ends) and summary,
     /// whose duration runs from its first spec's start to its last's end.
     public static func run(_ shares: [Share], jobs: Int) -> [Summary] {
         struct Column {
@@ -168,8 +167,16 @@ public struct SuiteRunner: Sendable {
             var started: ContinuousClock.Instant?
         }
         let filtered = shares.map { share in share.specs.filter(share.runner.info.follows) }
-        let work = shares.indices.flatMap { index in
-            (1...shares[index].runner.repeats).flatMap { iteration in filtered[index].map { (index, iteration, $0) } }
+        // Two lanes of `jobs` threads each: the specs an expectations file says fail (or may), which mostly wait out a
+        // deadline and so hold no core, and the others. A known failure then never keeps a spec that works from a core.
+        let lanes = [true, false].map { knownFailures in
+            shares.indices.flatMap { index in
+                let deviations = shares[index].runner.expectations.deviations
+                let chosen = filtered[index].filter { spec in
+                    [.fail, .flaky].contains(deviations[spec.id]?.expected) == knownFailures
+                }
+                return (1...shares[index].runner.repeats).flatMap { iteration in chosen.map { (index, iteration, $0) } }
+            }
         }
         let columns = Mutex(shares.indices.map { i in
             var c = Column(remaining: filtered[i].count * shares[i].runner.repeats)
@@ -187,31 +194,33 @@ public struct SuiteRunner: Sendable {
         for i in shares.indices where filtered[i].isEmpty {
             shares[i].reporter.end(columns.withLock { $0[i].summary })
         }
-        let next = Atomic<Int>(0)
         let group = DispatchGroup()
-        for _ in 0..<min(jobs, max(1, work.count)) {
-            group.enter()
-            Thread.detachNewThread {
-                while true {
-                    let i = next.add(1, ordering: .sequentiallyConsistent).oldValue
-                    guard i < work.count else { break }
-                    let (index, iteration, spec) = work[i]
-                    let share = shares[index]
-                    columns.withLock { c in if c[index].started == nil { c[index].started = .now } }
-                    let result = share.runner.run(spec)
-                    // Reporter calls of one share are serialised by the lock; its end comes after its last result.
-                    columns.withLock { c in
-                        c[index].summary.count(result.outcome)
-                        if !result.failedAttempts.isEmpty { c[index].summary.retried += 1 }
-                        share.reporter.result(result, iteration: iteration)
-                        c[index].remaining -= 1
-                        if c[index].remaining == 0 {
-                            c[index].summary.duration = .now - (c[index].started ?? started)
-                            share.reporter.end(c[index].summary)
+        for work in lanes where !work.isEmpty {
+            let next = Atomic<Int>(0)
+            for _ in 0..<min(jobs, work.count) {
+                group.enter()
+                Thread.detachNewThread {
+                    while true {
+                        let i = next.add(1, ordering: .sequentiallyConsistent).oldValue
+                        guard i < work.count else { break }
+                        let (index, iteration, spec) = work[i]
+                        let share = shares[index]
+                        columns.withLock { c in if c[index].started == nil { c[index].started = .now } }
+                        let result = share.runner.run(spec)
+                        // Reporter calls of one share are serialised by the lock; its end comes after its last result.
+                        columns.withLock { c in
+                            c[index].summary.count(result.outcome)
+                            if !result.failedAttempts.isEmpty { c[index].summary.retried += 1 }
+                            share.reporter.result(result, iteration: iteration)
+                            c[index].remaining -= 1
+                            if c[index].remaining == 0 {
+                                c[index].summary.duration = .now - (c[index].started ?? started)
+                                share.reporter.end(c[index].summary)
+                            }
                         }
                     }
+                    group.leave()
                 }
-                group.leave()
             }
         }
         group.wait()

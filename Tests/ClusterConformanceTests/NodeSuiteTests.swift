@@ -18,16 +18,16 @@ enum SuiteRun {
         try specs().filter { $0.nodeVersions?.contains(node) ?? true }.map(\.id)
     }
 
-    /// `fixtures/<name>` after its handshake, judged by its expectations file. Each suite below runs its cases one
-    /// at a time, each on a thread of its own (`ImplementationUnderTest.run(_:) async`): the suites of Node 20, Node
-    /// 24, Swift and the mutation baseline then run side by side, and none holds a thread of the cooperative pool
-    /// (as many as the cores) that every other test needs. More at once would only share the same two cores.
+    /// `fixtures/<name>` after its handshake, judged by its expectations file. Each suite below runs two of its
+    /// cases at a time, each on a thread of its own (`ImplementationUnderTest.run(_:) async`): the suites of Node 20,
+    /// Node 24, Swift and the mutation baseline then run side by side, mostly waiting, and none holds a thread of the
+    /// cooperative pool (as many as the cores) that every other test needs.
     static func runner(_ name: String) -> Result<ImplementationUnderTest, any Error> {
         Result {
             var options = RunOptions()
             // Other test suites run at the same time on two cores; the budget grows, the expectations do not.
             options.timeoutScale = 2
-            return try ConformanceSuite(root: Paths.packageRoot).prepare(named: name, options: options, jobs: 1)
+            return try ConformanceSuite(root: Paths.packageRoot).prepare(named: name, options: options, jobs: 2)
         }
     }
 

@@ -69,4 +69,7 @@ ssize_t csupport_send_with_fds(int sock, const void *buf, size_t len, const int 
 /// Returns the bytes received, 0 at end of stream, or -1 with errno.
 ssize_t csupport_recv_with_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds, int *truncated);
 
+/// memmem(3), a _GNU_SOURCE call: the first occurrence of `needle` in `haystack`, or NULL.
+const void *csupport_memmem(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len);
+
 #endif
