@@ -2,6 +2,7 @@ import CSupport
 import ClusterSpec
 import Foundation
 import SystemSupport
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -44,8 +45,20 @@ func boundSocket(udp: Bool, host: String, port: Int, listen backlog: Int32 = 511
     return fd
 }
 
-/// A TCP port that is free on every address right now (bound on the dual-stack `::`, then released).
+/// A port that is free for TCP and UDP on every address right now, for a spec's `setup.ports`. It is chosen outside
+/// the kernel's ephemeral range (`ip_local_port_range`), from which every port-0 bind and every outgoing connection
+/// of any process takes its port: a port from inside that range could be taken by another spec running beside (a
+/// worker's `listen(0)`, a client's connection) between this check and the spec's own listen, which then fails with
+/// EADDRINUSE (seen about once in 400 runs under load). This process never hands out the same port twice in a row
+/// of 4096. When the machine leaves no room outside the range, the kernel's choice (port 0) stands.
 func allocateFreePort() throws(SystemError) -> Int {
+    if let range = PortAllocation.range() {
+        for _ in 0..<64 {
+            let port = Int.random(in: range)
+            guard PortAllocation.reserve(port) else { continue }
+            if PortAllocation.isFree(port) { return port }
+        }
+    }
     let fd: Int32
     do { fd = try boundSocket(udp: false, host: "::", port: 0, listen: 1) } catch {
         fd = try boundSocket(udp: false, host: "0.0.0.0", port: 0, listen: 1)
@@ -53,6 +66,42 @@ func allocateFreePort() throws(SystemError) -> Int {
     defer { close(fd) }
     guard let a = SocketAddress.local(of: fd) else { throw SystemError("getsockname") }
     return a.port
+}
+
+/// The bookkeeping of `allocateFreePort`.
+enum PortAllocation {
+    /// The ports handed out lately by this process, oldest first, and the same as a set.
+    static let recent = Mutex<(order: [Int], set: Set<Int>)>(([], []))
+
+    /// Ports from 10000 up to the ephemeral range, or above it when below is too narrow; nil when neither leaves
+    /// a thousand ports.
+    static func range() -> ClosedRange<Int>? {
+        let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+        let bounds = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { Int($0) }
+        guard bounds.count == 2 else { return nil }
+        if bounds[0] - 10_000 >= 1000 { return 10_000...(bounds[0] - 1) }
+        if 65_535 - bounds[1] >= 1000 { return (bounds[1] + 1)...65_535 }
+        return nil
+    }
+
+    /// Records `port` as handed out; false when it was handed out among the last 4096.
+    static func reserve(_ port: Int) -> Bool {
+        recent.withLock { r in
+            guard r.set.insert(port).inserted else { return false }
+            r.order.append(port)
+            if r.order.count > 4096 { r.set.remove(r.order.removeFirst()) }
+            return true
+        }
+    }
+
+    /// Whether TCP (listening, dual-stack) and UDP can both bind `port` on every address now.
+    static func isFree(_ port: Int) -> Bool {
+        for udp in [false, true] {
+            guard let fd = try? boundSocket(udp: udp, host: "::", port: port, listen: 1) else { return false }
+            close(fd)
+        }
+        return true
+    }
 }
 
 /// Waits until every process in `pids` has exited or the deadline passes; returns those still running.
