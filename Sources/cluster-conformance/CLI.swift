@@ -147,7 +147,7 @@ struct SpecSelection: ParsableArguments {
 
 /// How specs are run, shared by `run` and `matrix`.
 struct RunSettings: ParsableArguments {
-    @Option(name: .long, help: "Specs run in parallel (default: the number of cores); a matrix shares them among its implementations.")
+    @Option(name: .long, help: "Specs run in parallel (default: the number of cores), and as many again of those the expectations list as failing (they mostly wait out a deadline); a matrix shares them among its implementations.")
     var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
 
     @Option(name: .long, help: "Multiply every time budget by this factor.")
