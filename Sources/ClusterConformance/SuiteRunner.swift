@@ -133,7 +133,8 @@ public struct SuiteRunner: Sendable {
         return result
     }
 
-    /// Runs every spec `repeats` times with `jobs` in parallel and reports each result; returns the summary.
+    /// Runs every spec `repeats` times with `jobs` in parallel (and the known failures in a lane of as many, see
+    /// `run(_:jobs:)`) and reports each result; returns the summary.
     /// A spec for other Node versions than the implementation follows is not run (counted in `otherVersions`).
     @discardableResult
     public func run(_ specs: [Spec], reporter: any Reporter) -> Summary {
@@ -157,9 +158,10 @@ public struct SuiteRunner: Sendable {
         }
     }
 
-    /// Runs several implementations' specs from one pool of `jobs` threads, implementation after implementation (their
-    /// known failures first), so that one implementation's last slow specs overlap the next one's first; each share gets its own reporter calls (begin, its results, end when its last spec ends) and summary,
-    /// whose duration runs from its first spec's start to its last's end.
+    /// Runs several implementations' specs from one pool of `jobs` threads, implementation after implementation, so
+    /// that one's last slow specs overlap the next one's first, and their known failures (the expectations' `fail` and
+    /// `flaky`) from a second lane of `jobs`; each share gets its own reporter calls (begin, its results, end when its
+    /// last spec ends) and summary, whose duration runs from its first spec's start to its last's end.
     public static func run(_ shares: [Share], jobs: Int) -> [Summary] {
         struct Column {
             var summary = Summary()
