@@ -288,7 +288,36 @@ public struct BufferFlush: Reporter {
 
     public func begin(implementation: ImplementationInfo, specs: Int, repeats: Int, jobs: Int) {}
     public func result(_ result: SpecResult, iteration: Int) {}
-    public func end(_ summary: Summary) { buffer.flush(to: sink) }
+    public func end(_ summary: Summary) {
+        // A progress line (`ProgressLine`) may stand on the terminal: the block replaces it.
+        if sink.isTerminal { sink.write("\r\u{1B}[K") }
+        buffer.flush(to: sink)
+    }
+}
+
+/// On a terminal, one line that counts the results of every implementation of a run so far (`[done/total] name id`),
+/// redrawn with each result; the matrix shows it while its implementations' reports wait in their buffers. Writes
+/// nothing to a sink that is not a terminal.
+public final class ProgressLine: Reporter {
+    private let sink: ReportSink
+    private let state = Mutex((done: 0, total: 0))
+
+    /// A progress line on `sink`, shared by the reporters of every implementation of a run.
+    public init(sink: ReportSink) { self.sink = sink }
+
+    public func begin(implementation: ImplementationInfo, specs: Int, repeats: Int, jobs: Int) {
+        state.withLock { $0.total += specs * repeats }
+    }
+
+    public func result(_ result: SpecResult, iteration: Int) {
+        let (done, total) = state.withLock { s in
+            s.done += 1
+            return (s.done, s.total)
+        }
+        if sink.isTerminal { sink.write("\r\u{1B}[K[\(done)/\(total)] \(result.id)") }
+    }
+
+    public func end(_ summary: Summary) {}
 }
 
 /// Keeps every result by spec id (the last run of each), for the matrix.

@@ -347,6 +347,7 @@ struct Matrix: ParsableCommand {
         let options = settings.options
         // Every implementation's handshake first: one that cannot start stops the matrix before anything runs.
         var shares: [(info: ImplementationInfo, expectations: Expectations, collector: ResultCollector, share: SuiteRunner.Share)] = []
+        let progress = ProgressLine(sink: .standardOutput)
         for name in impl {
             let implementation: Implementation
             do { implementation = try Implementation.named(name, fixturesDirectory: Layout.fixtures) } catch {
@@ -357,12 +358,12 @@ struct Matrix: ParsableCommand {
             let known = try loadExpectations(for: name, path: nil, ids: Set(all.map(\.id)))
             let collector = ResultCollector()
             // The implementations run at once from one pool of --jobs; each one's report is printed as a block when
-            // its last spec ends.
+            // its last spec ends, and meanwhile a terminal shows one progress line for all.
             let buffer = ReportSink.buffer()
             let human = HumanReporter(sink: buffer, listsPasses: !ReportSink.standardOutput.isTerminal)
             let runner = SuiteRunner(implementation: implementation, info: info, options: options, jobs: settings.jobs, repeats: 1, expectations: known)
             shares.append((info, known, collector, SuiteRunner.Share(runner: runner, specs: specs,
-                                                                     reporter: ReporterFan([human, collector, BufferFlush(buffer, to: .standardOutput)]))))
+                                                                     reporter: ReporterFan([human, collector, progress, BufferFlush(buffer, to: .standardOutput)]))))
         }
         let dir = try outputDirectoryCreated()
         let summaries = SuiteRunner.run(shares.map(\.share), jobs: settings.jobs)
