@@ -178,13 +178,12 @@ enum SocketProbe {
     /// The whole text of a `/proc` file.
     static func procText(_ file: String) -> String? { procBytes(file).map { String(decoding: $0, as: UTF8.self) } }
 
-    /// The lines of a `/proc` table after its header that contain `needle`, read to its end in large reads. The
-    /// tables list every socket of the machine (thousands in TIME_WAIT after a busy spec); only the few lines naming
+    /// The lines of a `/proc` table after its header that contain `needle`. The tables list every socket of the machine (thousands in TIME_WAIT after a busy spec); only the few lines naming
     /// the port or the path are made strings and split, so that a probe costs little even in a debug build.
-    static func procLines(_ file: String, containing needle: String) -> [Substring]? {
+    static func procLines(_ file: String, containing needle: String) -> [String]? {
         guard let bytes = procBytes(file) else { return nil }
         let pattern = Array(needle.utf8)
-        var lines: [Substring] = []
+        var lines: [String] = []
         bytes.withUnsafeBytes { (table: UnsafeRawBufferPointer) in
             guard let base = table.baseAddress, !pattern.isEmpty else { return }
             let newline = UInt8(ascii: "\n")
@@ -194,7 +193,7 @@ enum SocketProbe {
                 if let found = memchr(base + start, Int32(newline), table.count - start) { end = base.distance(to: UnsafeRawPointer(found)) }
                 if csupport_memmem(base + start, end - start, pattern, pattern.count) != nil {
                     let line = UnsafeRawBufferPointer(rebasing: table[start..<end])
-                    lines.append(Substring(String(decoding: line, as: UTF8.self)))
+                    lines.append(String(decoding: line, as: UTF8.self))
                 }
                 start = end + 1
             }

@@ -189,13 +189,8 @@ public struct ImplementationUnderTest: Sendable {
     public func run(_ id: String) async throws(SuiteError) -> SpecResult {
         let spec = try suite.spec(id)
         await slots.acquire()
-        return await withCheckedContinuation { continuation in
-            Thread {
-                let result = self.runner.run(spec)
-                self.slots.release()
-                continuation.resume(returning: result)
-            }.start()
-        }
+        defer { slots.release() }
+        return await onOwnThread { self.runner.run(spec) }
     }
 
     /// Runs the suite's spec with this id and throws `UnexpectedResult` (its description is the full report)
@@ -214,6 +209,14 @@ public struct ImplementationUnderTest: Sendable {
     static func expected(_ result: SpecResult) throws(UnexpectedResult) -> SpecResult {
         guard result.isExpected else { throw UnexpectedResult(result: result) }
         return result
+    }
+}
+
+/// Runs `body` on a thread of its own and awaits it: blocking work (a spec run, seconds of waiting) then holds none of
+/// the threads of Swift's cooperative pool, which are as many as the cores and run every other task.
+func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        Thread { continuation.resume(returning: body()) }.start()
     }
 }
 

@@ -295,7 +295,7 @@ public struct BufferFlush: Reporter {
     }
 }
 
-/// On a terminal, one line that counts the results of every implementation of a run so far (`[done/total] name id`),
+/// On a terminal, one line that counts the results of every implementation of a run so far (`[done/total] spec-id`),
 /// redrawn with each result; the matrix shows it while its implementations' reports wait in their buffers. Writes
 /// nothing to a sink that is not a terminal.
 public final class ProgressLine: Reporter {

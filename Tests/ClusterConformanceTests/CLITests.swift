@@ -193,7 +193,7 @@ struct MatrixFromCLITests {
 struct MatrixImplCLITests {
     @Test("the implementations run side by side, each one's report printed as one block, into an output directory made on the way")
     func sideBySide() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("matrix-\(UUID().uuidString)").path
+        let dir = try temporaryDirectory("matrix")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let out = dir + "/not/yet/there"
         let r = try runCommand([Paths.cli, "matrix", "--impl", "swift", "--impl", "node", "--filter", "scheduling.env.*", "--jobs", "4",

@@ -137,7 +137,7 @@ struct MutationTests {
     func baselinePasses() async throws {
         let runner = try Self.nodeRunner()
         let specs = try SuiteRun.specs()
-        let (summary, unexpected) = try await onOwnThread { runner.runBaseline(specs, reporter: ReporterFan([])) }
+        let (summary, unexpected) = await onOwnThread { runner.runBaseline(specs, reporter: ReporterFan([])) }
         // Every spec for the Node version the implementation follows runs and passes; the others (nodeVersions) do not run.
         #expect(summary.specs == (try SuiteRun.ids(following: runner.info.node)).count)
         #expect(summary.specs + summary.otherVersions == specs.count)
@@ -150,7 +150,7 @@ struct MutationTests {
         let runner = try Self.nodeRunner()
         let mutant = try #require(runner.set.mutants.first { $0.name == "kill-default-sigkill" })
         let specs = try SuiteRun.specs()
-        let outcome = try await onOwnThread { runner.run([mutant], specs: specs, mode: .quick) { _, _, _ in } }
+        let outcome = await onOwnThread { runner.run([mutant], specs: specs, mode: .quick) { _, _, _ in } }
         let result = try #require(outcome.report.results.first)
         #expect(!result.survived)
         #expect(outcome.baselineUnexpected.isEmpty)

@@ -126,11 +126,3 @@ func runCommand(_ argv: [String], cwd: String? = nil, deadline seconds: Int = 12
 func milliseconds(_ duration: Duration) -> Int {
     max(0, Int(duration / .milliseconds(1)))
 }
-
-/// Runs `body` on a thread of its own and awaits it: a test that waits for a minute (a whole suite's run) then holds
-/// none of the cooperative pool's threads, which are as many as the cores and run every other test.
-func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try body() }) }.start()
-    }
-}

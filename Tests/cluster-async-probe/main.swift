@@ -63,8 +63,6 @@ func cancelAfter<T: Sendable>(ms: Int, _ event: String, _ body: @escaping @Senda
     report(event, [("code", outcome(result)), ("ms", elapsed(since: cancelled))])
 }
 
-/// The bytes of chunk `chunk` of the big-write scenarios: 4-byte big-endian words `chunk << 24 | k`, so a
-/// reader can tell where every byte belongs.
 /// Waits (up to 5 s) until a process is stopped: state `T` in /proc/<pid>/stat.
 func untilStopped(_ pid: pid_t) async {
     let deadline = ContinuousClock.now + .seconds(5)
@@ -79,6 +77,8 @@ func untilStopped(_ pid: pid_t) async {
     report("error", [("message", .string("process \(pid) did not stop within 5 s"))])
 }
 
+/// The bytes of chunk `chunk` of the big-write scenarios: 4-byte big-endian words `chunk << 24 | k`, so a
+/// reader can tell where every byte belongs.
 func pattern(chunk: Int, bytes: Int) -> [UInt8] {
     var out = [UInt8]()
     out.reserveCapacity(bytes)
